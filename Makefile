@@ -1,0 +1,31 @@
+# secure-data: two set-up commands.
+#   make demo [SOURCE=<yolo dataset dir>]   run the whole chain end to end
+#   make test                                run the whole test suite
+# Both create a project-local virtualenv (.venv) on first use and reuse it afterwards.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export YOLO_OFFLINE := 1
+export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
+
+.PHONY: demo test lint install clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
+	PYTHON=$(PYTHON) sh scripts/bootstrap.sh $(VENV)
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(if $(SOURCE),--source "$(SOURCE)")
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .cache out .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Dataset layout (YOLO), manifest records, storage and atomic writes. No Airflow imports."""

@@ -1,0 +1,1 @@
+"""Envelope encryption, package format, signed manifest, decrypt context manager. No Airflow imports."""

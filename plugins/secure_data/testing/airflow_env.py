@@ -1,0 +1,55 @@
+"""A throw-away Airflow installation: temporary AIRFLOW_HOME, SQLite metadata DB, our dags/ and plugins/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def airflow_env(
+    home: str | os.PathLike,
+    *,
+    dags_folder: str | os.PathLike | None = None,
+    plugins_folder: str | os.PathLike | None = None,
+    executor: str = "LocalExecutor",
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment variables for an isolated Airflow with a SQLite DB under ``home``."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder or REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+        "YOLO_OFFLINE": "1",
+        "YOLO_CONFIG_DIR": str(REPO_ROOT / ".cache" / "ultralytics"),
+        # So `import secure_data` works in every Airflow process even without `pip install .`.
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def migrate_db(env: dict[str, str]) -> None:
+    """Create the metadata DB (``airflow db migrate``) in a subprocess with ``env``."""
+    full = {**os.environ, **env}
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], env=full, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

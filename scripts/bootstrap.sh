@@ -1,0 +1,17 @@
+#!/bin/sh
+# Create the project virtualenv and install the pinned dependencies into it.
+# Works on a fresh Debian with only Python 3.11: installs python3-venv when it is missing and we are root.
+set -eu
+VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    else
+        echo "error: $PYTHON has no venv/ensurepip; install python3-venv" >&2; exit 1
+    fi
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# constraints.txt is the full, pinned transitive lock; pyproject.toml pins the direct dependencies.
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[test]'
