@@ -113,13 +113,35 @@ def image_stem_key(relpath: str) -> str:
 
 def load_class_names(root: str | os.PathLike) -> list[str]:
     """Class names from ``data.yaml`` (list or {id: name} mapping)."""
+    with open(resolve_inside(root, DATA_YAML), "rb") as fh:
+        return parse_class_names(fh.read())
+
+
+def parse_class_names(data: bytes) -> list[str]:
+    """Class names from the bytes of a ``data.yaml`` (so a caller can hash and parse the same read).
+
+    A mapping must have the ids 0..n-1 exactly: a gap would silently shift every later class.
+    """
     import yaml  # PyYAML ships with Airflow; local import keeps parse time low
 
-    with open(resolve_inside(root, DATA_YAML), encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    names = data.get("names")
+    try:
+        doc = yaml.safe_load(data.decode("utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{DATA_YAML} is not valid UTF-8 YAML: {exc}") from exc
+    names = doc.get("names") if isinstance(doc, dict) else None
     if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names, key=int)]
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    raise ValueError(f"{DATA_YAML} has no 'names' list or mapping")
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{DATA_YAML} 'names' mapping has a non-integer id") from exc
+        if ids != list(range(len(ids))):
+            raise ValueError(f"{DATA_YAML} 'names' ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        by_id = {int(k): v for k, v in names.items()}
+        result = [by_id[i] for i in ids]
+    elif isinstance(names, list):
+        result = list(names)
+    else:
+        raise ValueError(f"{DATA_YAML} has no 'names' list or mapping")
+    if not result or not all(isinstance(n, str | int) and str(n).strip() for n in result):
+        raise ValueError(f"{DATA_YAML} 'names' must be a non-empty list of non-empty names")
+    return [str(n) for n in result]

@@ -56,6 +56,9 @@ MAX_CHUNK_SIZE = 1 << 26
 MAX_SEGMENTS = 1 << 32
 CONSTRUCTION = "AES256-GCM-HKDF-SHA256-STREAM/v1"
 _THREADED_HASH_MIN = 4 * DEFAULT_CHUNK_SIZE  # below this a thread costs more than it saves
+_BACKLOG = 4  # segments queued for a hashing thread
+# Buffers per ring: the queued ones, the one being hashed, the one being filled, and the lookahead.
+_RING_SLOTS = _BACKLOG + 3
 
 
 class StreamError(Exception):
@@ -92,15 +95,20 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
 
 
 class _Digest:
-    """SHA-256 that can run on a helper thread with a bounded backlog (memory stays bounded)."""
+    """SHA-256 that can run on a helper thread with a bounded backlog (memory stays bounded).
 
-    def __init__(self, threaded: bool, backlog: int = 4) -> None:
+    ``update`` may be handed a view of a reused buffer: the caller's ring has more
+    slots than this queue can hold plus the one being hashed, so a slot is never
+    rewritten before its digest update ran.
+    """
+
+    def __init__(self, threaded: bool) -> None:
         self._hash = hashlib.sha256()
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         if threaded:
-            self._queue = queue.Queue(maxsize=backlog)
+            self._queue = queue.Queue(maxsize=_BACKLOG)
             self._thread = threading.Thread(target=self._run, name="secure-data-sha256", daemon=True)
             self._thread.start()
 
@@ -119,7 +127,7 @@ class _Digest:
         if self._queue is None:
             self._hash.update(data)
         else:
-            self._queue.put(data)  # callers never mutate a buffer after handing it over
+            self._queue.put(data)
 
     def hexdigest(self) -> str:
         self.close()
@@ -133,6 +141,35 @@ class _Digest:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+
+
+class _NoDigest:
+    def update(self, data: bytes | memoryview) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+class _Ring:
+    """Reusable buffers, so a 100 MB file does not cost 100 fresh 1 MiB allocations (page faults
+    dominated AES-GCM time when every segment got a new ``bytes``). Slots are allocated lazily."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots: list[bytearray | None] = [None] * slots
+        self._next = 0
+
+    def view(self, size: int) -> memoryview:
+        """A writable view of exactly ``size`` bytes in the next slot."""
+        index = self._next
+        self._next = (index + 1) % len(self._slots)
+        slot = self._slots[index]
+        if slot is None or len(slot) < size:
+            slot = self._slots[index] = bytearray(size)
+        return memoryview(slot)[:size]
 
 
 def _lookahead(chunks: Iterator[bytes | memoryview]) -> Iterator[tuple[bytes | memoryview, bool]]:
@@ -153,35 +190,57 @@ def iter_buffer(data: bytes | memoryview, chunk_size: int) -> Iterator[memoryvie
         yield view[start:start + chunk_size]
 
 
-def iter_reader(reader: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+def iter_reader(reader: BinaryIO, chunk_size: int, *, ring: _Ring | None = None,
+                size_hint: int | None = None) -> Iterator[bytes | memoryview]:
+    """Chunks of exactly ``chunk_size`` bytes (the last may be shorter), read into reusable buffers."""
+    ring = ring or _Ring(_RING_SLOTS)
+    # A known small file gets a buffer one byte larger than itself: one read, and EOF is seen at once.
+    slot_size = chunk_size if size_hint is None else min(chunk_size, size_hint + 1)
     while True:
-        chunk = reader.read(chunk_size)
-        if not chunk:
+        view = ring.view(slot_size)
+        filled = _readinto_full(reader, view)
+        if not filled:
             return
-        while len(chunk) < chunk_size:  # short reads (pipes, sockets) must not shift segment boundaries
-            more = reader.read(chunk_size - len(chunk))
-            if not more:
-                break
-            chunk += more
-        yield chunk
-        if len(chunk) < chunk_size:
+        yield view[:filled]
+        if filled < slot_size:
             return
+        slot_size = chunk_size  # the file was longer than its size hint: read on in full chunks
+
+
+def _readinto_full(reader: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` unless EOF comes first (short reads from pipes must not shift segment bounds)."""
+    filled = 0
+    readinto = getattr(reader, "readinto", None)
+    while filled < len(view):
+        if readinto is not None:
+            got = readinto(view[filled:])
+        else:
+            data = reader.read(len(view) - filled)
+            got = len(data)
+            view[filled:filled + got] = data
+        if not got:
+            break
+        filled += got
+    return filled
 
 
 def encrypt_chunks(
     key: bytes,
     associated_data: bytes,
     chunks: Iterator[bytes | memoryview],
-    write: Callable[[bytes], object],
+    write: Callable[[memoryview], object],
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     size_hint: int | None = None,
     hash_plaintext: bool = True,
+    hash_ciphertext: bool = True,
 ) -> StreamResult:
     """Encrypt plaintext ``chunks`` (each exactly ``chunk_size`` bytes but the last) to ``write``.
 
-    ``hash_plaintext=False`` skips the plaintext digest when the caller has just
-    verified it (``verified_read``); ``plaintext_sha256`` is then empty.
+    ``write`` gets a view of a reused buffer and must consume it before returning
+    (a file's ``write`` does). ``hash_plaintext=False`` skips the plaintext digest when
+    the caller has just verified it (``verified_read``); ``plaintext_sha256`` is then empty.
+    ``hash_ciphertext=False`` is for measuring the AEAD alone (the benchmark).
     """
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}")
@@ -192,18 +251,20 @@ def encrypt_chunks(
     segment_ad = header + associated_data
     threaded = size_hint is None or size_hint >= _THREADED_HASH_MIN
     pt_hash = _Digest(threaded) if hash_plaintext else None
-    ct_hash = _Digest(threaded)
+    ct_hash = _Digest(threaded) if hash_ciphertext else _NoDigest()
+    out = _Ring(_RING_SLOTS)
     pt_size = 0
     ct_size = len(header)
     try:
-        write(header)
+        write(memoryview(header))
         ct_hash.update(header)
         for index, (chunk, last) in enumerate(_lookahead(chunks)):
             if not last and len(chunk) != chunk_size:
                 raise ValueError(f"segment {index} has {len(chunk)} bytes; only the last may be short")
             if pt_hash is not None:
                 pt_hash.update(chunk)
-            sealed = aead.encrypt(_nonce(prefix, index, last), chunk, segment_ad)
+            sealed = out.view(len(chunk) + TAG_SIZE)
+            aead.encrypt_into(_nonce(prefix, index, last), chunk, segment_ad, sealed)
             write(sealed)
             ct_hash.update(sealed)
             pt_size += len(chunk)
@@ -229,23 +290,28 @@ def encrypt_bytes(key: bytes, associated_data: bytes, data: bytes, writer: Binar
 def encrypt_file(key: bytes, associated_data: bytes, reader: BinaryIO, writer: BinaryIO, *,
                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> StreamResult:
     size_hint = _size_of(reader)
-    return encrypt_chunks(key, associated_data, iter_reader(reader, chunk_size), writer.write,
-                          chunk_size=chunk_size, size_hint=size_hint)
+    return encrypt_chunks(key, associated_data, iter_reader(reader, chunk_size, size_hint=size_hint),
+                          writer.write, chunk_size=chunk_size, size_hint=size_hint)
 
 
 def decrypt_file(
     key: bytes,
     associated_data: bytes,
     reader: BinaryIO,
-    write: Callable[[bytes], object],
+    write: Callable[[memoryview], object],
     *,
     expected_chunk_size: int | None = None,
+    hashes: bool = True,
 ) -> StreamResult:
     """Decrypt and authenticate, handing each verified plaintext segment to ``write``.
 
+    Both digests are computed (the caller compares them with the signed manifest);
+    ``hashes=False`` is for measuring the AEAD alone (the benchmark).
+
     A segment's plaintext is released only after its tag checked out, but a later
     segment may still fail: callers must treat everything written as void when
-    this raises (``open_package`` wipes its scratch space).
+    this raises (``open_package`` wipes its scratch space). ``write`` gets a view of a
+    reused buffer and must consume it before returning.
     """
     size_hint = _size_of(reader)
     header = _read_exact(reader, HEADER_SIZE)
@@ -261,21 +327,21 @@ def decrypt_file(
     aead = _file_key(key, salt, associated_data)
     segment_ad = header + associated_data
     threaded = size_hint is None or size_hint >= _THREADED_HASH_MIN
-    pt_hash, ct_hash = _Digest(threaded), _Digest(threaded)
+    pt_hash, ct_hash = (_Digest(threaded), _Digest(threaded)) if hashes else (_NoDigest(), _NoDigest())
     ct_hash.update(header)
+    out = _Ring(_RING_SLOTS)
     pt_size, ct_size = 0, len(header)
+    body_hint = None if size_hint is None else size_hint - HEADER_SIZE
     try:
-        segments = iter_reader(reader, chunk_size + TAG_SIZE)
-        seen_any = False
+        segments = iter_reader(reader, chunk_size + TAG_SIZE, size_hint=body_hint)
         for index, (sealed, last) in enumerate(_lookahead(segments)):
-            if last and not seen_any and len(sealed) == 0:
-                raise StreamError("stream truncated: no segment after the header")
-            seen_any = True
             if len(sealed) < TAG_SIZE:
-                raise StreamError(f"segment {index} truncated ({len(sealed)} bytes)")
+                what = "no segment after the header" if index == 0 and not sealed else f"segment {index} truncated"
+                raise StreamError(f"stream truncated: {what} ({len(sealed)} bytes)")
             ct_hash.update(sealed)
+            plain = out.view(len(sealed) - TAG_SIZE)
             try:
-                plain = aead.decrypt(_nonce(prefix, index, last), sealed, segment_ad)
+                aead.decrypt_into(_nonce(prefix, index, last), sealed, segment_ad, plain)
             except InvalidTag:
                 raise StreamError(
                     f"segment {index} failed authentication (wrong key or associated data, "

@@ -243,9 +243,12 @@ class VaultSession:
                                   reason=_server_reason(exc)) from exc
         except Exception as exc:
             mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            if mapped is not None:
+                raise mapped from exc
+            if isinstance(exc, hvac.exceptions.VaultError):
+                raise VaultLoginError(url=self.url, auth_type=self.auth_type, identity=self.identity,
+                                      reason=_server_reason(exc)) from exc
+            raise
         if not client.token:
             raise VaultLoginError(url=self.url, auth_type=self.auth_type, identity=self.identity,
                                   reason="the auth method returned no token")
@@ -288,7 +291,8 @@ class VaultSession:
             self._server_expiry = self._expires_at = self._renew_at = None
             return
         self._server_expiry = now + ttl
-        self._expires_at = now + max(ttl - EXPIRY_SKEW, ttl / 2)
+        # Our deadline is a little before the server's, and always after the renewal point.
+        self._expires_at = now + ttl - min(EXPIRY_SKEW, ttl * 0.1)
         self._renew_increment = increment
         self._renew_at = now + ttl * RENEW_FRACTION if renewable else None
 

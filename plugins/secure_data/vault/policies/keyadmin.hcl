@@ -24,6 +24,10 @@ path "${transit_mount}/keys/${signing_key}" {
   capabilities = ["read"]
 }
 
+path "${transit_mount}/decrypt/${data_key}" {
+  capabilities = ["deny"]
+}
+
 path "${transit_mount}/decrypt/*" {
   capabilities = ["deny"]
 }

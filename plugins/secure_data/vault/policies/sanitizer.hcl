@@ -38,8 +38,14 @@ path "${transit_mount}/keys/${signing_key}" {
   capabilities = ["read"]
 }
 
-# Explicit deny: even if another policy attached to this identity grants it, the
-# sanitizer must never be able to turn a wrapped key back into plaintext.
+# Explicit deny: the sanitizer must never turn a wrapped key back into plaintext, even if
+# someone attaches a broader policy to this identity. Vault applies the MOST SPECIFIC path
+# rule, and "deny" only wins over a grant on the SAME path, so the exact key path is
+# denied as well as the glob.
+path "${transit_mount}/decrypt/${data_key}" {
+  capabilities = ["deny"]
+}
+
 path "${transit_mount}/decrypt/*" {
   capabilities = ["deny"]
 }

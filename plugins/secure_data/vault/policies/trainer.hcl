@@ -24,9 +24,18 @@ path "${transit_mount}/keys/${signing_key}" {
   capabilities = ["read"]
 }
 
-# Explicit deny: a trainer that could sign could forge a "sanitized" package;
-# one that could create data keys could encrypt data of its own choosing.
+# Explicit deny: a trainer that could sign could forge a "sanitized" package; one that
+# could create data keys could encrypt data of its own choosing. Exact paths as well as
+# globs, because a grant on an exact path beats a deny on a glob (see sanitizer.hcl).
+path "${transit_mount}/sign/${signing_key}" {
+  capabilities = ["deny"]
+}
+
 path "${transit_mount}/sign/*" {
+  capabilities = ["deny"]
+}
+
+path "${transit_mount}/datakey/plaintext/${data_key}" {
   capabilities = ["deny"]
 }
 

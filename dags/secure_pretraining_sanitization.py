@@ -1,0 +1,229 @@
+"""secure_pretraining_sanitization: raw image dataset -> sanitized, encrypted, signed package.
+
+Parse-time cost matters (the DAG processor re-parses this file): only light imports
+here; every heavy library is imported inside the operators' ``execute``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from secure_data.assets import PACKAGE_ASSET
+from secure_data.operators.anonymize import AnonymizeMergeOperator, AnonymizeOperator
+from secure_data.operators.handoff import PackageOperator
+from secure_data.operators.integrity import IntegrityOperator
+from secure_data.operators.poisoning import PoisoningOperator
+from secure_data.operators.preflight import VaultPreflightOperator
+from secure_data.operators.report import SanitizationReportOperator
+
+POLICY = ["fail", "warn", "quarantine"]
+POLICY_DISPLAY = {"fail": "Fail the run", "warn": "Warn and keep the sample", "quarantine": "Quarantine the sample"}
+
+
+def _policy(default: str, title: str, description: str) -> Param:
+    return Param(default, type="string", enum=POLICY, values_display=POLICY_DISPLAY, title=title,
+                 description=description, section="Checks and policies")
+
+
+def _schedule() -> str | None:
+    """``SECURE_DATA_SCHEDULE`` (default ``@daily``); ``none`` switches the schedule off (manual runs only)."""
+    value = os.environ.get("SECURE_DATA_SCHEDULE", "@daily").strip()
+    return None if value.lower() in ("", "none", "off") else value
+
+
+DOC_MD = """
+### Secure pre-training sanitization
+
+Turns a raw YOLO-layout image dataset into a **sanitized, encrypted, signed package** and announces it
+on the `secure-data` package Asset, which starts the training DAG.
+
+| task | what it proves or does |
+| --- | --- |
+| `preflight` | Vault token valid, secret paths and Transit keys exist, the sanitizer can **not** decrypt |
+| `integrity` | hash-verified manifest of every file, full decode, label sanity, tamper diff, Great Expectations gate |
+| `poisoning` | duplicates / near-duplicates with conflicting labels, split leakage, drift, outliers, trigger patches |
+| `anonymize` | YOLO detection + irreversible obfuscation of protected classes, re-detection, audit log (fanned out over shards) |
+| `handoff` | per-file AES-256-GCM under a Vault Transit data key, manifest signed with a Transit ed25519 key |
+| `report` | HTML report (button **Run report** on the task, or the run's **Sanitization report** tab) |
+
+Nothing is deleted: a sample that fails a check is copied to the run's quarantine folder with a reason,
+and `accepted + quarantined = input` holds at every stage. XCom and Asset extras carry only paths,
+digests and counts. Trigger with **Trigger DAG** to get the parameter form.
+"""
+
+with DAG(
+    dag_id="secure_pretraining_sanitization",
+    description="Vault preflight -> integrity -> poisoning -> GPU anonymization -> encrypted, signed hand-off",
+    doc_md=DOC_MD,
+    schedule=_schedule(),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    render_template_as_native_obj=True,
+    tags=["secure-data", "sanitization"],
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=10), "retry_exponential_backoff": True},
+    params={
+        # --- Source -----------------------------------------------------------------------------------------
+        "source": Param(
+            os.environ.get("SECURE_DATA_SOURCE", ""), type="string", title="Dataset source",
+            description="YOLO-layout dataset: a local directory or an object-storage URI (s3://, gs://, file://). "
+                        "Must contain data.yaml, images/<split>/ and labels/<split>/.",
+            section="Source",
+        ),
+        "reference_manifest": Param(
+            None, type=["null", "string"], title="Reference manifest (last trusted)",
+            description="manifest.jsonl of the last trusted run: added, removed and modified files are reported.",
+            section="Source",
+        ),
+        "vault_conn_id": Param(
+            "vault_sanitizer", type="string", title="Vault connection (sanitizer identity)",
+            description="Airflow connection of the sanitizer AppRole: reads dataset credentials, creates data keys, "
+                        "signs; may not decrypt.", section="Source",
+        ),
+        # --- Anonymization ----------------------------------------------------------------------------------
+        "model_path": Param(
+            os.environ.get("SECURE_DATA_MODEL_PATH", ""), type="string", title="Detector model",
+            description="Ultralytics detection model (.pt, .onnx or .engine).", section="Anonymization",
+        ),
+        "model_sha256": Param(
+            os.environ.get("SECURE_DATA_MODEL_SHA256", "0" * 64), type="string", pattern="^[0-9a-f]{64}$",
+            title="Pinned SHA-256 of the model", description="The model is loaded only if its SHA-256 matches "
+            "(a .pt file is a pickle: never load an unpinned one).", section="Anonymization",
+        ),
+        "face_model_path": Param(
+            os.environ.get("SECURE_DATA_FACE_MODEL_PATH", ""), type="string", title="Face model (CenterFace ONNX)",
+            description="Optional independent face detector used for detection (class 'face') and verification. "
+                        "Empty: not used.", section="Anonymization",
+        ),
+        "face_model_sha256": Param(
+            os.environ.get("SECURE_DATA_FACE_MODEL_SHA256", ""), type="string", pattern="^([0-9a-f]{64})?$",
+            title="Pinned SHA-256 of the face model", section="Anonymization",
+        ),
+        "classes": Param(
+            ["face", "plate"], type="array", items={"type": "string", "minLength": 1}, minItems=1,
+            title="Classes to obfuscate", description="Detector class names whose boxes are made unrecognizable.",
+            section="Anonymization",
+        ),
+        "mode": Param(
+            "pixelate", type="string", enum=["pixelate", "blur", "fill"],
+            values_display={"pixelate": "Pixelate (default, irreversible)", "blur": "Gaussian blur",
+                            "fill": "Solid fill"},
+            title="Obfuscation mode", section="Anonymization",
+        ),
+        "shape": Param("rectangle", type="string", enum=["rectangle", "ellipse"], title="Obfuscation shape",
+                       section="Anonymization"),
+        "box_padding": Param(0.15, type="number", minimum=0, maximum=1, title="Box padding",
+                             description="Grow each box by this fraction of its size before obfuscating.",
+                             section="Anonymization"),
+        "confidence": Param(0.25, type="number", minimum=0.01, maximum=1, title="Detection confidence",
+                            section="Anonymization"),
+        "verify_confidence": Param(0.10, type="number", minimum=0.01, maximum=1, title="Verification confidence",
+                                   description="Lower threshold for the re-detection on the output.",
+                                   section="Anonymization"),
+        "imgsz": Param(640, type="integer", minimum=32, maximum=4096, multipleOf=32, title="Inference size (px)",
+                       section="Anonymization"),
+        "device": Param("auto", type="string", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", title="Device",
+                        description="auto, cpu, cuda or cuda:N", section="Anonymization"),
+        "batch_size": Param(16, type="integer", minimum=1, maximum=512, title="Batch size", section="Anonymization"),
+        "shard_size": Param(500, type="integer", minimum=1, title="Images per anonymization shard",
+                            description="The anonymization stage fans out into one task per shard.",
+                            section="Anonymization"),
+        # --- Checks and policies ----------------------------------------------------------------------------
+        "max_pixels": Param(50_000_000, type="integer", minimum=1, title="Decompression-bomb limit (pixels)",
+                            section="Checks and policies"),
+        "background_images": Param("accept", type="string", enum=["accept", "warn", "quarantine"],
+                                   title="Images without a label file",
+                                   description="accept them as background images, warn, or quarantine them.",
+                                   section="Checks and policies"),
+        "tamper_policy": _policy("quarantine", "Tamper diff (vs reference manifest)",
+                                 "What to do with added or modified files."),
+        "gx_policy": _policy("warn", "Great Expectations suite", "What a failed expectation does."),
+        "duplicates_policy": _policy("quarantine", "Duplicates with conflicting labels", "Label-flip signature."),
+        "leakage_policy": _policy("quarantine", "Train/val/test leakage", "Near-duplicates across splits."),
+        "trigger_policy": _policy("quarantine", "Trigger patches", "BadNets-style patches correlated with labels."),
+        "outlier_policy": _policy("warn", "Box statistics outliers", "Per-class robust outliers."),
+        "drift_policy": _policy("warn", "Drift vs reference", "Class balance / box statistics drift."),
+        "residual_policy": Param("quarantine", type="string", enum=["quarantine", "fail"],
+                                 title="Residual detections after obfuscation",
+                                 description="An image still showing a protected class after re-obfuscation.",
+                                 section="Checks and policies"),
+    },
+) as dag:
+    preflight = VaultPreflightOperator(task_id="preflight", vault_conn_id="{{ params.vault_conn_id }}")
+
+    integrity = IntegrityOperator(
+        task_id="integrity",
+        source="{{ params.source }}",
+        reference_manifest="{{ params.reference_manifest }}",
+        vault_conn_id="{{ params.vault_conn_id }}",
+        config={
+            "max_pixels": "{{ params.max_pixels }}",
+            "background_images": "{{ params.background_images }}",
+            "tamper_policy": "{{ params.tamper_policy }}",
+            "gx_policy": "{{ params.gx_policy }}",
+        },
+    )
+
+    poisoning = PoisoningOperator(
+        task_id="poisoning",
+        upstream=integrity.output,
+        reference_manifest="{{ params.reference_manifest }}",
+        config={
+            "duplicates_policy": "{{ params.duplicates_policy }}",
+            "leakage_policy": "{{ params.leakage_policy }}",
+            "trigger_policy": "{{ params.trigger_policy }}",
+            "outlier_policy": "{{ params.outlier_policy }}",
+            "drift_policy": "{{ params.drift_policy }}",
+        },
+    )
+
+    @task
+    def plan_shards(upstream: dict, shard_size: int) -> list[dict[str, int]]:
+        """One mapped anonymization task per ``shard_size`` accepted images (at least one)."""
+        images = int(upstream["counts"].get("images_accepted", 0))
+        count = max(1, -(-images // max(1, int(shard_size))))
+        return [{"shard_index": i, "shard_count": count} for i in range(count)]
+
+    shards = plan_shards(poisoning.output, "{{ params.shard_size }}")
+
+    anonymize_config = {
+        "model_path": "{{ params.model_path }}",
+        "model_sha256": "{{ params.model_sha256 }}",
+        "face_model_path": "{{ params.face_model_path }}",
+        "face_model_sha256": "{{ params.face_model_sha256 }}",
+        "classes": "{{ params.classes }}",
+        "mode": "{{ params.mode }}",
+        "shape": "{{ params.shape }}",
+        "box_padding": "{{ params.box_padding }}",
+        "confidence": "{{ params.confidence }}",
+        "verify_confidence": "{{ params.verify_confidence }}",
+        "imgsz": "{{ params.imgsz }}",
+        "device": "{{ params.device }}",
+        "batch_size": "{{ params.batch_size }}",
+        "residual_policy": "{{ params.residual_policy }}",
+    }
+    anonymize = AnonymizeOperator.partial(
+        task_id="anonymize", upstream=poisoning.output, config=anonymize_config, pool="default_pool",
+    ).expand_kwargs(shards)
+
+    merged = AnonymizeMergeOperator(
+        task_id="anonymize_merge", upstream=poisoning.output, shard_results=anonymize.output,
+        config=anonymize_config,
+    )
+
+    handoff = PackageOperator(
+        task_id="handoff", upstream=merged.output, upstream_stages=[integrity.output, poisoning.output],
+        vault_conn_id="{{ params.vault_conn_id }}", outlets=[PACKAGE_ASSET],
+    )
+
+    report = SanitizationReportOperator(
+        task_id="report",
+        stage_task_ids={"integrity": "integrity", "poisoning": "poisoning", "anonymize": "anonymize_merge",
+                        "handoff": "handoff"},
+    )
+
+    preflight >> integrity
+    handoff >> report

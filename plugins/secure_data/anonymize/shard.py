@@ -1,0 +1,446 @@
+"""The anonymize stage: one shard at a time (resumable), then a merge into the stage manifest.
+
+Layout under ``RunLayout.stage("anonymize")``::
+
+    data/                      the anonymized YOLO dataset (data_root of the stage)
+    shards/00003-of-00008/     audit.jsonl, result.json, lock     (one folder per shard)
+    audit.jsonl                merged audit, one line per image, sorted by path
+    manifest.jsonl(.sha256)    the stage manifest
+
+Sharding is by sample (``<split>/<stem>``), hashed, so the same image always
+lands in the same shard whatever the worker count. Within a shard, records are
+processed in fixed batches (sorted by path, ``batch_size`` at a time); a retry
+skips a batch whose images all have valid audit lines and outputs, and
+recomputes a partly done batch whole, with the same batch composition, so the
+numbers (and therefore the bytes written) are the same as in an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from secure_data.anonymize import codec
+from secure_data.anonymize.audit import (
+    ANONYMIZED,
+    AUDIT_SCHEMA,
+    QUARANTINED,
+    AuditWriter,
+    latest_by_path,
+    read_audit_lines,
+    write_canonical,
+)
+from secure_data.anonymize.config import AnonymizeConfig
+from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
+from secure_data.dataset.layout import UnsafePathError, safe_relpath
+from secure_data.dataset.manifest import (
+    FileRecord,
+    IntegrityError,
+    Manifest,
+    Reason,
+    canonical_json,
+    count_records,
+    read_manifest,
+    sha256_hex,
+    verified_read,
+    write_manifest,
+)
+from secure_data.dataset.quarantine import REASON_SUFFIX, quarantine_file
+from secure_data.dataset.stage import RunLayout, StageResult
+
+STAGE = "anonymize"
+
+
+class ResidualDetectionError(RuntimeError):
+    """residual_policy="fail" and some image still showed a protected class after every pass."""
+
+
+class ShardBusyError(RuntimeError):
+    """Another process holds this shard's lock (two attempts of one task running at once)."""
+
+
+def shard_of(key: str, count: int) -> int:
+    """Deterministic shard of a sample key (stable across processes, machines and Python versions)."""
+    if count < 1:
+        raise ValueError("shard_count must be >= 1")
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % count
+
+
+def shard_key(record: FileRecord) -> str:
+    return record.sample or record.path
+
+
+def shard_records(manifest: Manifest, index: int, count: int) -> list[FileRecord]:
+    if not 0 <= index < count:
+        raise ValueError(f"shard_index must be in [0, {count}), got {index}")
+    return sorted(
+        (r for r in manifest.records if r.kind == "image" and r.accepted and shard_of(shard_key(r), count) == index),
+        key=lambda r: r.path,
+    )
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    stage_dir: Path
+    data_root: Path
+    quarantine_root: Path
+
+    @classmethod
+    def of(cls, layout: RunLayout) -> StagePaths:
+        return cls(layout.stage(STAGE), layout.stage(STAGE) / "data", layout.quarantine(STAGE))
+
+    def shard_dir(self, index: int, count: int) -> Path:
+        return self.stage_dir / "shards" / f"{index:05d}-of-{count:05d}"
+
+    def output(self, relpath: str) -> Path:
+        return self.data_root.joinpath(*safe_relpath(relpath).parts)
+
+    def reason_file(self, relpath: str) -> Path:
+        target = self.quarantine_root.joinpath(*safe_relpath(relpath).parts)
+        return target.with_name(target.name + REASON_SUFFIX)
+
+
+@contextlib.contextmanager
+def _shard_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ShardBusyError(f"{path.parent} is being processed by another attempt") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return sha256_hex(fh.read())
+    except FileNotFoundError:
+        return None
+
+
+def _line_is_complete(line: Mapping[str, Any], paths: StagePaths) -> bool:
+    """An audit line counts only if what it claims is on disk (the output, or the quarantine reason)."""
+    if line.get("status") == ANONYMIZED:
+        return _sha256_file(paths.output(line["path"])) == line.get("output_sha256")
+    if line.get("status") == QUARANTINED:
+        return paths.reason_file(line["path"]).exists()
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- shard
+
+
+@dataclass
+class _Loaded:
+    record: FileRecord
+    data: bytes | None = None
+    image: Any = None  # decoded tensor (CPU path) or None
+    reason: Reason | None = None
+
+
+def _load(root: str, record: FileRecord, decode_here: bool) -> _Loaded:
+    """Read once, verify against the manifest, (on the CPU path) decode. Errors become reasons."""
+    try:
+        codec.output_suffix(record.path)
+        data = verified_read(root, record)
+    except IntegrityError as exc:
+        return _Loaded(record, reason=Reason("integrity_mismatch", str(exc), STAGE))
+    except codec.DecodeError as exc:
+        return _Loaded(record, reason=Reason("unsupported_format", str(exc), STAGE))
+    except (OSError, UnsafePathError) as exc:
+        return _Loaded(record, reason=Reason("unreadable", f"{type(exc).__name__}: {exc}", STAGE))
+    if not decode_here:
+        return _Loaded(record, data)
+    try:
+        return _Loaded(record, data, codec.decode_cpu(data))
+    except codec.DecodeError as exc:
+        return _Loaded(record, data, reason=Reason("decode_error", str(exc), STAGE))
+
+
+def _base_line(engine, record: FileRecord) -> dict[str, Any]:
+    return {
+        "schema": AUDIT_SCHEMA, "path": record.path, "sample": record.sample, "input_sha256": record.sha256,
+        "models": engine.models, "params_sha256": engine.params_sha256, "params": engine.params,
+    }
+
+
+def _write_anonymized(engine, paths: StagePaths, record: FileRecord, outcome, image, encoded: bytes | None):
+    if encoded is None:  # CPU path: encode here, in a writer thread, in parallel with the next batch
+        encoded = engine.encode([image], [codec.output_suffix(record.path)])[0]
+    atomic_write_bytes(paths.output(record.path), encoded)
+    return {
+        **_base_line(engine, record), "status": ANONYMIZED, "reasons": [],
+        "output_sha256": sha256_hex(encoded), "output_size": len(encoded),
+        "width": int(image.shape[2]), "height": int(image.shape[1]),
+        "boxes": [f.to_list() for f in outcome.findings], "verification": outcome.verification(),
+    }
+
+
+def _write_quarantined(engine, paths: StagePaths, record: FileRecord, data: bytes | None, reason: Reason,
+                       outcome=None) -> dict[str, Any]:
+    quarantine_file(paths.quarantine_root, record, data, [reason])
+    line = {**_base_line(engine, record), "status": QUARANTINED, "reasons": [reason.to_dict()],
+            "output_sha256": None, "output_size": None}
+    if outcome is not None:
+        line["boxes"] = [f.to_list() for f in outcome.findings]
+        line["verification"] = outcome.verification()
+    return line
+
+
+def _process_batch(engine, paths: StagePaths, loaded: list[_Loaded], skip: set[str], writers: ThreadPoolExecutor):
+    """Run one fixed batch through the engine; return the futures of its audit lines, in record order."""
+    on_gpu = engine.device_type == "cuda"
+    ok = [item for item in loaded if item.reason is None]
+    if on_gpu and ok:
+        for item, img in zip(ok, engine.decode([item.data for item in ok]), strict=True):
+            if isinstance(img, codec.DecodeError):
+                item.reason = Reason("decode_error", str(img), STAGE)
+            else:
+                item.image = img
+        ok = [item for item in ok if item.reason is None]
+    outcomes = dict(zip((id(i) for i in ok), engine.anonymize([i.image for i in ok]), strict=True)) if ok else {}
+    encoded: dict[int, bytes] = {}
+    if on_gpu:  # one batched nvJPEG call for every clean image still to write
+        todo = [i for i in ok if outcomes[id(i)].clean and i.record.path not in skip]
+        if todo:
+            blobs = engine.encode([i.image for i in todo], [codec.output_suffix(i.record.path) for i in todo])
+            encoded = {id(i): b for i, b in zip(todo, blobs, strict=True)}
+    futures: list[Future] = []
+    for item in loaded:
+        if item.record.path in skip:
+            continue
+        if item.reason is not None:
+            futures.append(writers.submit(_write_quarantined, engine, paths, item.record, item.data, item.reason))
+            continue
+        outcome = outcomes[id(item)]
+        if outcome.clean:
+            futures.append(writers.submit(_write_anonymized, engine, paths, item.record, outcome, item.image,
+                                          encoded.get(id(item))))
+        else:
+            reason = Reason("residual_detection", (
+                f"{outcome.residual_per_pass[-1]} protected-class detection(s) left after "
+                f"{len(outcome.residual_per_pass)} verification pass(es)"), STAGE)
+            futures.append(writers.submit(_write_quarantined, engine, paths, item.record, item.data, reason, outcome))
+    return futures
+
+
+def run_anonymize_shard(
+    upstream: StageResult | Mapping[str, Any],
+    layout: RunLayout,
+    *,
+    config: AnonymizeConfig,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    engine=None,
+) -> dict[str, Any]:
+    """Anonymize shard ``shard_index`` of ``shard_count``; resumable. Returns a JSON-able shard result.
+
+    ``engine``: an :class:`~secure_data.anonymize.engine.AnonymizeEngine` to reuse (models stay loaded).
+    """
+    from secure_data.anonymize.engine import AnonymizeEngine
+
+    up = upstream if isinstance(upstream, StageResult) else StageResult.from_xcom(upstream)
+    manifest = read_manifest(up.manifest_path, expected_digest=up.manifest_digest)
+    records = shard_records(manifest, shard_index, shard_count)
+    paths = StagePaths.of(layout)
+    shard_dir = paths.shard_dir(shard_index, shard_count)
+    engine = engine or AnonymizeEngine(config)
+    audit_path = shard_dir / "audit.jsonl"
+    started = time.perf_counter()
+    with _shard_lock(shard_dir / "lock"):
+        previous = latest_by_path(read_audit_lines(audit_path, repair=True), engine.params_sha256)
+        done = {p for p, line in previous.items() if _line_is_complete(line, paths)}
+        size = config.batch_size
+        batches = [records[i:i + size] for i in range(0, len(records), size)]
+        todo = [b for b in batches if any(r.path not in done for r in b)]
+        processed = sum(1 for b in todo for r in b if r.path not in done)
+        decode_here = engine.device_type == "cpu"
+        with ThreadPoolExecutor(config.read_workers, thread_name_prefix="anon-read") as readers, \
+                ThreadPoolExecutor(config.write_workers, thread_name_prefix="anon-write") as writers, \
+                AuditWriter(audit_path) as audit:
+            inflight: deque[list[Future]] = deque()
+
+            def prefetch(batch: Sequence[FileRecord]) -> None:
+                inflight.append([readers.submit(_load, up.data_root, r, decode_here) for r in batch])
+
+            for batch in todo[: config.prefetch_batches]:
+                prefetch(batch)
+            uncommitted: list[Future] | None = None
+            for k in range(len(todo)):
+                loaded = [f.result() for f in inflight.popleft()]
+                if k + config.prefetch_batches < len(todo):
+                    prefetch(todo[k + config.prefetch_batches])
+                futures = _process_batch(engine, paths, loaded, done, writers)
+                if uncommitted is not None:  # write-behind: batch k-1 is made durable while k computes
+                    audit.commit([f.result() for f in uncommitted])
+                uncommitted = futures
+            if uncommitted is not None:
+                audit.commit([f.result() for f in uncommitted])
+        elapsed = time.perf_counter() - started
+        final = latest_by_path(read_audit_lines(audit_path), engine.params_sha256)
+        missing = [r.path for r in records if r.path not in final]
+        if missing:
+            raise RuntimeError(f"shard {shard_index}/{shard_count}: no audit line for {len(missing)} image(s), "
+                               f"e.g. {missing[:3]}")
+        lines = [final[r.path] for r in records]
+        audit_digest = write_canonical(audit_path, lines)
+        result = {
+            "stage": STAGE, "shard_index": shard_index, "shard_count": shard_count,
+            "upstream_manifest_digest": up.manifest_digest, "params_sha256": engine.params_sha256,
+            "models": engine.models, "device": engine.device,
+            "audit_path": str(audit_path), "audit_digest": audit_digest,
+            "counts": _audit_counts(lines), "processed": processed, "resumed": len(records) - processed,
+            "elapsed_s": round(elapsed, 3),
+            "images_per_s": round(processed / elapsed, 2) if processed and elapsed > 0 else None,
+        }
+        atomic_write_text(shard_dir / "result.json", canonical_json(result) + "\n")
+    if config.residual_policy == "fail" and result["counts"]["quarantined_residual"]:
+        raise ResidualDetectionError(
+            f"shard {shard_index}/{shard_count}: {result['counts']['quarantined_residual']} image(s) still show a "
+            f"protected class after {config.max_passes} re-obfuscation pass(es) (quarantined; see {audit_path})")
+    return result
+
+
+def _audit_counts(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Run figures from audit lines. ``residual_first_pass``: detections the verifier found after the
+    first obfuscation; ``residual_detections``: detections still found after the last pass (those
+    images are quarantined, never published): the goal for both is zero."""
+    counts: dict[str, Any] = {"images": 0, ANONYMIZED: 0, QUARANTINED: 0, "boxes": 0, "residual_first_pass": 0,
+                              "residual_detections": 0, "reobfuscated_images": 0, "quarantined_residual": 0,
+                              "boxes_per_class": {}}
+    per_class: dict[str, int] = counts["boxes_per_class"]
+    for line in lines:
+        counts["images"] += 1
+        counts[line["status"]] += 1
+        for box in line.get("boxes") or ():
+            counts["boxes"] += 1
+            per_class[box[4]] = per_class.get(box[4], 0) + 1
+        per_pass = (line.get("verification") or {}).get("residual_per_pass") or []
+        counts["residual_first_pass"] += per_pass[0] if per_pass else 0
+        counts["residual_detections"] += per_pass[-1] if per_pass else 0
+        counts["reobfuscated_images"] += int(line["status"] == ANONYMIZED and len(per_pass) > 1)
+        counts["quarantined_residual"] += int(line["status"] == QUARANTINED and bool(per_pass))
+    counts["boxes_per_class"] = dict(sorted(per_class.items()))
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------- merge
+
+
+def _check_shards(up: StageResult, shard_results: Sequence[Mapping[str, Any]], config: AnonymizeConfig):
+    if not shard_results:
+        raise ValueError("no shard results to merge")
+    count = int(shard_results[0]["shard_count"])
+    indices = sorted(int(r["shard_index"]) for r in shard_results)
+    if indices != list(range(count)) or any(int(r["shard_count"]) != count for r in shard_results):
+        raise ValueError(f"shard results must cover shards 0..{count - 1} exactly once, got {indices}")
+    pins = {s.name: s.model_sha256 for s in config.detectors + config.verifiers}
+    for r in shard_results:
+        if r["upstream_manifest_digest"] != up.manifest_digest:
+            raise ValueError(f"shard {r['shard_index']} ran on manifest {r['upstream_manifest_digest']}, "
+                             f"not {up.manifest_digest}")
+        if dict(r["models"]) != pins:
+            raise ValueError(f"shard {r['shard_index']} used models {r['models']}, configuration pins {pins}")
+    return count
+
+
+def merge_anonymize(
+    upstream: StageResult | Mapping[str, Any],
+    layout: RunLayout,
+    shard_results: Sequence[Mapping[str, Any]],
+    config: AnonymizeConfig,
+    *,
+    verify_outputs: bool = True,
+) -> StageResult:
+    """Merge shard audits into the stage manifest + audit.jsonl and complete the YOLO dataset under data/."""
+    up = upstream if isinstance(upstream, StageResult) else StageResult.from_xcom(upstream)
+    shard_results = [dict(r) for r in shard_results]
+    _check_shards(up, shard_results, config)
+    manifest = read_manifest(up.manifest_path, expected_digest=up.manifest_digest)
+    paths = StagePaths.of(layout)
+
+    lines: dict[str, dict] = {}
+    for r in sorted(shard_results, key=lambda r: int(r["shard_index"])):
+        data = Path(r["audit_path"]).read_bytes()
+        if "sha256:" + sha256_hex(data) != r["audit_digest"]:
+            raise IntegrityError(f"audit of shard {r['shard_index']} changed after the shard finished")
+        for path, line in latest_by_path(read_audit_lines(r["audit_path"]), r["params_sha256"]).items():
+            lines[path] = line
+
+    images = [rec for rec in manifest.records if rec.kind == "image" and rec.accepted]
+    missing = [rec.path for rec in images if rec.path not in lines]
+    if missing:
+        raise RuntimeError(f"{len(missing)} accepted image(s) have no audit line, e.g. {missing[:3]}")
+    for rec in images:
+        if lines[rec.path]["input_sha256"] != rec.sha256:
+            raise IntegrityError(f"{rec.path}: audit input_sha256 differs from the upstream manifest")
+    if verify_outputs:
+        _verify_outputs(paths, [lines[rec.path] for rec in images if lines[rec.path]["status"] == ANONYMIZED])
+
+    quarantined_samples = {rec.sample for rec in images if lines[rec.path]["status"] == QUARANTINED and rec.sample}
+    out_records: list[FileRecord] = []
+    for rec in manifest.records:
+        if not rec.accepted:
+            out_records.append(rec)
+        elif rec.kind == "image":
+            out_records.append(_image_record(rec, lines[rec.path]))
+        elif rec.kind == "label" and rec.sample in quarantined_samples:
+            data = verified_read(up.data_root, rec)
+            reason = Reason("sample_quarantined", "the sample's image was quarantined by anonymize", STAGE)
+            quarantine_file(paths.quarantine_root, rec, data, [reason])
+            out_records.append(rec.quarantined(reason))
+        else:  # labels, data.yaml, other accepted files: copied byte-for-byte, checked on the way
+            atomic_write_bytes(paths.output(rec.path), verified_read(up.data_root, rec))
+            out_records.append(rec)
+
+    audit_digest = write_canonical(paths.stage_dir / "audit.jsonl", [lines[rec.path] for rec in images])
+    params = sorted({r["params_sha256"] for r in shard_results})
+    header = {"stage": STAGE, "upstream_stage": up.stage, "upstream_manifest_digest": up.manifest_digest,
+              "params_sha256": params, "models": {s.name: s.model_sha256 for s in config.detectors + config.verifiers},
+              "audit_digest": audit_digest}
+    manifest_path = paths.stage_dir / "manifest.jsonl"
+    digest = write_manifest(manifest_path, header, out_records)
+    totals = _audit_counts([lines[rec.path] for rec in images])
+    return StageResult(
+        stage=STAGE, manifest_path=str(manifest_path), manifest_digest=digest, counts=count_records(out_records),
+        data_root=str(paths.data_root),
+        extra={"audit_path": str(paths.stage_dir / "audit.jsonl"), "audit_digest": audit_digest,
+               "shards": len(shard_results), "params_sha256": params, **totals},
+    )
+
+
+def _verify_outputs(paths: StagePaths, lines: Sequence[Mapping[str, Any]]) -> None:
+    def check(line: Mapping[str, Any]) -> str | None:
+        actual = _sha256_file(paths.output(line["path"]))
+        return None if actual == line["output_sha256"] else line["path"]
+
+    workers = min(8, (os.cpu_count() or 2))
+    with ThreadPoolExecutor(workers) as pool:
+        bad = [p for p in pool.map(check, lines) if p]
+    if bad:
+        raise IntegrityError(f"{len(bad)} anonymized output(s) missing or changed since their audit line, "
+                             f"e.g. {bad[:3]}")
+
+
+def _image_record(rec: FileRecord, line: Mapping[str, Any]) -> FileRecord:
+    if line["status"] == QUARANTINED:
+        reasons = [Reason.from_dict(r) for r in line.get("reasons") or ()]
+        return rec.quarantined(*(reasons or [Reason("quarantined", "", STAGE)]))
+    meta = {**dict(rec.meta), "input_sha256": rec.sha256, "width": line["width"], "height": line["height"],
+            "channels": 3, "bit_depth": 8, "has_exif": False, "has_gps": False, "orientation": 1,
+            "anonymized_boxes": len(line.get("boxes") or ())}
+    return FileRecord(path=rec.path, sha256=line["output_sha256"], size=int(line["output_size"]), kind=rec.kind,
+                      split=rec.split, sample=rec.sample, status=rec.status, reasons=rec.reasons, meta=meta)

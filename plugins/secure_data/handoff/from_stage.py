@@ -1,0 +1,111 @@
+"""Build a package from a stage's output (the anonymization stage's ``StageResult``).
+
+The accepted records of the stage manifest are the package's files. Each file is
+read once and checked against the manifest as it is read (``verified_read``; files
+above ``stream_threshold`` are streamed and checked while encrypting, so memory stays
+bounded and a mismatch aborts the package): the bytes that are encrypted are exactly
+the bytes that were verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from secure_data.dataset.layout import DATA_YAML, resolve_inside
+from secure_data.dataset.manifest import FileRecord, Manifest, read_manifest, verified_read
+from secure_data.dataset.stage import StageResult
+from secure_data.handoff import stream
+from secure_data.handoff.keyservice import KeyService
+from secure_data.handoff.package import (
+    PackageError,
+    PackageFormatError,
+    PackageInfo,
+    SourceFile,
+    build_package,
+    check_package_id,
+    verify_package,
+)
+
+DEFAULT_STREAM_THRESHOLD = 64 << 20  # files above this are streamed instead of read whole
+
+
+def upstream_digests(stage: StageResult, lineage: Sequence[StageResult] = ()) -> dict[str, str]:
+    """``{stage: manifest digest}`` of the input stage and its lineage, plus any ``*_digest`` it reports
+    in ``extra`` (e.g. the anonymization audit log) as ``<stage>.<key>``."""
+    digests = {s.stage: s.manifest_digest for s in lineage}
+    digests[stage.stage] = stage.manifest_digest
+    for key, value in stage.extra.items():
+        if key.endswith("_digest") and isinstance(value, str) and value.startswith("sha256:"):
+            digests[f"{stage.stage}.{key}"] = value
+    return digests
+
+
+def derived_package_id(name: str, *parts: str) -> str:
+    """A package id that is stable for the same (run, input): a retried task finds its own package."""
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:24]
+    return check_package_id(f"{name}-{digest}")
+
+
+def sources_from_manifest(manifest: Manifest, data_root: str | os.PathLike, *,
+                          stream_threshold: int = DEFAULT_STREAM_THRESHOLD) -> list[SourceFile]:
+    """Accepted records as package sources (quarantined ones stay out of the package)."""
+    sources = []
+    for record in manifest.records:
+        if not record.accepted:
+            continue
+        if record.size > stream_threshold:
+            sources.append(SourceFile(path=record.path, sha256=record.sha256, size=record.size, kind=record.kind,
+                                      open=_stream_opener(data_root, record)))
+        else:
+            sources.append(SourceFile(path=record.path, sha256=record.sha256, size=record.size, kind=record.kind,
+                                      read=partial(verified_read, data_root, record)))
+    return sources
+
+
+def _stream_opener(root: str | os.PathLike, record: FileRecord) -> Callable[[], BinaryIO]:
+    def _open() -> BinaryIO:
+        path = resolve_inside(root, record.path)
+        return open(path, "rb", opener=lambda p, f: os.open(p, f | getattr(os, "O_NOFOLLOW", 0)))
+
+    return _open
+
+
+def package_stage(
+    stage: StageResult,
+    packages_root: str | os.PathLike,
+    key_service: KeyService,
+    *,
+    name: str,
+    package_id: str | None = None,
+    lineage: Sequence[StageResult] = (),
+    chunk_size: int = stream.DEFAULT_CHUNK_SIZE,
+    stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
+) -> PackageInfo:
+    """Package the accepted files of ``stage``; reuse an already published package of the same id and input."""
+    manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
+    sources = sources_from_manifest(manifest, stage.data_root, stream_threshold=stream_threshold)
+    if not any(s.path == DATA_YAML for s in sources):
+        raise PackageFormatError(f"stage {stage.stage!r} has no accepted {DATA_YAML}: a training package needs one")
+    if not any(s.kind == "image" for s in sources):
+        raise PackageFormatError(f"stage {stage.stage!r} has no accepted images: nothing to hand off")
+    upstream = upstream_digests(stage, lineage)
+    if package_id is not None:
+        existing = Path(packages_root) / package_id
+        if existing.exists():
+            return _reuse(existing, key_service, upstream)
+    return build_package(packages_root, sources, key_service, name=name, upstream=upstream,
+                         package_id=package_id, chunk_size=chunk_size)
+
+
+def _reuse(existing: Path, key_service: KeyService, upstream: Mapping[str, str]) -> PackageInfo:
+    """A retry after the package was published: accept it only if it is intact and of the same input."""
+    verified = verify_package(existing, key_service)
+    if dict(verified.manifest.upstream) != dict(upstream):
+        raise PackageError(f"package {existing.name!r} already exists with different upstream digests; "
+                           "refusing to overwrite a published package")
+    return verified.info()

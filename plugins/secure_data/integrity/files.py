@@ -1,0 +1,231 @@
+"""Per-file work of the integrity stage: find the input files, then read each one once and check it.
+
+``check_entry`` is what the worker pool runs: it opens the file without
+following links, hashes exactly the bytes it checks, and turns every problem,
+including unexpected exceptions, into a :class:`Finding` on the file's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from secure_data.dataset.layout import DATA_YAML, UnsafePathError, classify, resolve_inside, safe_relpath
+from secure_data.dataset.manifest import FileRecord
+from secure_data.dataset.storage import Mirror, RefusedEntry
+from secure_data.integrity import codes
+from secure_data.integrity.codes import Finding
+from secure_data.integrity.config import IntegrityConfig
+from secure_data.integrity.images import inspect_image
+from secure_data.integrity.labels import inspect_label
+
+REGULAR = "regular"
+SYMLINK = "symlink"
+SPECIAL = "special"
+UNSAFE = "unsafe"
+REFUSED = "refused"
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    """One input file as listed (not yet read)."""
+
+    path: str  # manifest path; for an unrepresentable name, an escaped stand-in
+    kind: str
+    split: str | None
+    sample: str | None
+    state: str  # regular | symlink | special | unsafe | refused
+    fs_name: str = ""  # the name on disk when it differs from ``path`` (unsafe names)
+    expected_sha256: str | None = None  # from the mirror index, when the source was mirrored
+    refused: RefusedEntry | None = None
+
+
+@dataclass(frozen=True)
+class FileResult:
+    record: FileRecord  # status accepted, no reasons yet: policies are applied later
+    findings: tuple[Finding, ...] = ()
+    readable: bool = True  # False when the bytes were not (or could not be) read: no quarantine copy
+    copyable: bool = True  # False when too large to copy into quarantine in memory
+    safe_name: bool = True  # False when the name cannot be used as a path inside the quarantine
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample_of(rel: str, kind: str, split: str | None) -> str | None:
+    if kind not in ("image", "label") or split is None:
+        return None
+    parts = PurePosixPath(rel).parts
+    return f"{split}/{PurePosixPath(*parts[2:]).with_suffix('')}"
+
+
+def _entry(rel: str, state: str, **kw: Any) -> InputEntry:
+    kind, split = classify(rel)
+    return InputEntry(path=rel, kind=kind, split=split, sample=_sample_of(rel, kind, split), state=state, **kw)
+
+
+def _representable(rel: str) -> str | None:
+    """The manifest path for ``rel``, or None when the name cannot be a safe manifest path."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    try:
+        safe_relpath(rel)
+    except UnsafePathError:
+        return None
+    return rel
+
+
+def escaped_name(rel: str) -> str:
+    """A stable, printable stand-in for a file name that is not valid UTF-8 or not a safe path."""
+    return "unsafe-name:" + quote(os.fsencode(rel), safe="/")
+
+
+def list_entries(data_root: Path, mirror: Mirror | None = None) -> list[InputEntry]:
+    """Every input file under ``data_root`` (plus a mirror's refused entries), sorted by path.
+
+    Uses ``os.scandir`` without following links: a symlinked directory is one
+    entry (a symlink), never a tree to descend into.
+    """
+    entries: list[InputEntry] = []
+    stack = [data_root]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as it:
+            for de in it:
+                rel = Path(de.path).relative_to(data_root).as_posix()
+                if de.is_dir(follow_symlinks=False):
+                    stack.append(Path(de.path))
+                    continue
+                if de.is_symlink():
+                    state = SYMLINK
+                elif de.is_file(follow_symlinks=False):
+                    state = REGULAR
+                else:
+                    state = SPECIAL
+                if _representable(rel) is None:
+                    entries.append(_entry(escaped_name(rel) if _has_surrogates(rel) else rel, UNSAFE, fs_name=rel))
+                    continue
+                expected = None
+                if mirror is not None:
+                    known = mirror.files.get(rel)
+                    expected = known.sha256 if known else ""  # "" = not in the mirror index
+                entries.append(_entry(rel, state, expected_sha256=expected))
+    if mirror is not None:
+        for refused in mirror.refused:
+            path = refused.path if _representable(refused.path) else escaped_name(refused.path)
+            entries.append(_entry(path, REFUSED, refused=refused))
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def _has_surrogates(rel: str) -> bool:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_once(root: Path, rel: str, limit: int) -> tuple[bytes | None, str, int]:
+    """Read a regular file once, without following links: (bytes or None if over ``limit``, sha256, size).
+
+    Files over the limit are hashed in chunks and their bytes not kept.
+    """
+    path = resolve_inside(root, rel)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise IsADirectoryError(f"{rel} is not a regular file")
+        data = fh.read(limit + 1)
+        if len(data) <= limit:
+            return data, hashlib.sha256(data).hexdigest(), len(data)
+        digest = hashlib.sha256(data)
+        size = len(data)
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        return None, digest.hexdigest(), size
+
+
+def _not_read(entry: InputEntry, code: str, detail: str, sha256: str = "", size: int = 0) -> FileResult:
+    record = FileRecord(path=entry.path, sha256=sha256, size=size, kind=entry.kind, split=entry.split,
+                        sample=entry.sample, meta={"read": False})
+    safe = entry.state != UNSAFE and _representable(entry.path) is not None
+    return FileResult(record, (Finding(code, detail),), readable=False, copyable=False, safe_name=safe)
+
+
+def check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int) -> FileResult:
+    """Read and check one file. Never raises: an unexpected error becomes a ``check_error`` finding."""
+    try:
+        return _check_entry(root, entry, config, n_classes)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not take the stage down
+        return _not_read(entry, codes.CHECK_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int) -> FileResult:
+    if entry.state == REFUSED:
+        r = entry.refused
+        assert r is not None
+        return _not_read(entry, r.code, r.detail, r.sha256, r.size)
+    if entry.state == UNSAFE:
+        return _not_read(entry, codes.UNSAFE_PATH, "file name is not valid UTF-8 or not a normalised relative path")
+    if entry.state == SYMLINK:
+        target = os.fsencode(os.readlink(root / entry.path))
+        return _not_read(entry, codes.SYMLINK, "symbolic link (not followed)",
+                         hashlib.sha256(target).hexdigest(), len(target))
+    if entry.state == SPECIAL:
+        return _not_read(entry, codes.NOT_REGULAR_FILE, "not a regular file (device, FIFO or socket)")
+
+    if entry.kind == "label":
+        limit = config.max_label_bytes
+    elif entry.kind == "image":
+        limit = config.max_file_bytes
+    else:
+        limit = 0  # other files: hash only, bytes are not needed
+    try:
+        data, sha, size = read_once(root, entry.path, limit)
+    except (OSError, UnsafePathError) as exc:
+        return _not_read(entry, codes.UNREADABLE, f"{type(exc).__name__}: {exc}")
+
+    findings: list[Finding] = []
+    if entry.expected_sha256 is not None and sha != entry.expected_sha256:
+        findings.append(Finding(codes.MIRROR_MISMATCH, "not in the mirror index" if not entry.expected_sha256
+                                else f"bytes differ from the copy hashed at mirror time ({entry.expected_sha256})"))
+    meta: dict[str, Any] = {}
+    copyable = True
+    if entry.kind == "image":
+        if data is None:
+            findings.append(Finding(codes.FILE_TOO_LARGE, f"{size} bytes > max_file_bytes {config.max_file_bytes}"))
+            copyable = False
+        else:
+            img_meta, img_findings = inspect_image(data, PurePosixPath(entry.path).suffix,
+                                                   max_pixels=config.max_pixels)
+            meta.update(img_meta)
+            findings.extend(img_findings)
+    elif entry.kind == "label":
+        if data is None:
+            findings.append(Finding(codes.FILE_TOO_LARGE, f"{size} bytes > max_label_bytes {config.max_label_bytes}"))
+            copyable = False
+        else:
+            lbl_meta, lbl_findings = inspect_label(data, n_classes=n_classes, tolerance=config.box_tolerance)
+            meta.update(lbl_meta)
+            findings.extend(lbl_findings)
+    elif entry.path != DATA_YAML:
+        findings.append(Finding(codes.UNEXPECTED_FILE, _unexpected_detail(entry.path)))
+        copyable = size <= config.max_file_bytes
+    record = FileRecord(path=entry.path, sha256=sha, size=size, kind=entry.kind, split=entry.split,
+                        sample=entry.sample, meta=meta)
+    return FileResult(record, tuple(findings), readable=True, copyable=copyable)
+
+
+def _unexpected_detail(path: str) -> str:
+    top = PurePosixPath(path).parts[0]
+    if top in ("images", "labels"):
+        return f"suffix {PurePosixPath(path).suffix or '(none)'} is not expected under {top}/<split>/"
+    return "outside the YOLO layout (data.yaml, images/<split>/, labels/<split>/)"

@@ -1,0 +1,389 @@
+"""The integrity stage: raw YOLO dataset in, trusted manifest (+ quarantine, tamper diff, GX Data Docs) out.
+
+No Airflow here: ``run_integrity`` is plain Python that a test, a notebook or the
+operator calls. Steps:
+
+1. source: a local directory is used in place; object storage is mirrored into
+   ``<run>/source/`` first (hashing as it copies, see ``dataset.storage``);
+2. ``data.yaml`` is read once, hashed and parsed (class names);
+3. every other file is read once in a thread pool (hashing and decoding release
+   the GIL), hashed and checked; only a few files' bytes are in memory at a time;
+4. image/label pairing, then the tamper diff against a reference manifest;
+5. the Great Expectations suite over the metadata tables of what is still in the running;
+6. policies turn findings into warn / quarantine / fail; a sample (image + label)
+   is quarantined as a unit; quarantined files are copied with their reasons;
+7. the canonical manifest is written last (it is the commit point of the stage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
+from secure_data.dataset.layout import DATA_YAML, parse_class_names
+from secure_data.dataset.manifest import (
+    FileRecord,
+    IntegrityError,
+    Reason,
+    canonical_json,
+    count_records,
+    digest_of,
+    read_manifest,
+    verified_read,
+    write_manifest,
+)
+from secure_data.dataset.quarantine import quarantine_file
+from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.dataset.storage import Mirror, is_remote, mirror_source, source_label
+from secure_data.integrity import codes
+from secure_data.integrity.codes import FAIL, POLICY_OF, QUARANTINE, STAGE, WARN, Finding, stronger
+from secure_data.integrity.config import IntegrityConfig
+from secure_data.integrity.files import REGULAR, FileResult, InputEntry, check_entry, list_entries, read_once
+from secure_data.integrity.images import configure_pillow
+from secure_data.integrity.tamper import ADDED, MODIFIED, REMOVED, diff_records, encode_diff
+
+log = logging.getLogger(__name__)
+
+HEADER_FORMAT = "secure-data/integrity-header/v1"
+MANIFEST_NAME = "manifest.jsonl"
+TAMPER_DIFF_NAME = "tamper_diff.jsonl"
+MAX_DATA_YAML_BYTES = 1024 * 1024
+
+
+class DatasetError(ValueError):
+    """The input cannot be checked at all (no data.yaml, bad class names, not a directory...)."""
+
+
+class IntegrityFailed(RuntimeError):
+    """A check whose policy is "fail" fired. The manifest, quarantine and reports are written first."""
+
+    def __init__(self, message: str, result: StageResult):
+        super().__init__(message)
+        self.result = result
+
+
+def action_for(code: str, config: IntegrityConfig) -> str:
+    policy = POLICY_OF.get(code)
+    return config.policy(policy) if policy else QUARANTINE
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _worst(found: Iterable[Finding], config: IntegrityConfig) -> str | None:
+    action = None
+    for f in found:
+        action = stronger(action, action_for(f.code, config))
+    return action
+
+
+def _read_class_names(data_root: Path, entries: list[InputEntry]) -> tuple[FileRecord, list[str]]:
+    entry = next((e for e in entries if e.path == DATA_YAML), None)
+    if entry is None:
+        raise DatasetError(f"{DATA_YAML} is missing from the dataset root")
+    if entry.state != REGULAR:
+        raise DatasetError(f"{DATA_YAML} is not a regular file ({entry.state}); refusing to follow it")
+    data, sha, size = read_once(data_root, DATA_YAML, MAX_DATA_YAML_BYTES)
+    if data is None:
+        raise DatasetError(f"{DATA_YAML} is larger than {MAX_DATA_YAML_BYTES} bytes")
+    if entry.expected_sha256 is not None and sha != entry.expected_sha256:
+        raise DatasetError(f"{DATA_YAML} differs from the copy hashed when the source was mirrored")
+    try:
+        names = parse_class_names(data)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
+    record = FileRecord(path=DATA_YAML, sha256=sha, size=size, kind="meta", meta={"class_names": names})
+    return record, names
+
+
+def _pairing_findings(results: Mapping[str, FileResult]) -> dict[str, list[Finding]]:
+    """Image <-> label pairing by sample key ("<split>/<stem>")."""
+    by_sample: dict[str, list[FileRecord]] = defaultdict(list)
+    for res in results.values():
+        if res.record.sample is not None:
+            by_sample[res.record.sample].append(res.record)
+    out: dict[str, list[Finding]] = defaultdict(list)
+    for sample, recs in by_sample.items():
+        images = [r for r in recs if r.kind == "image"]
+        labels = [r for r in recs if r.kind == "label"]
+        if len(images) > 1:
+            names = ", ".join(sorted(r.path for r in images))
+            for r in recs:
+                out[r.path].append(Finding(codes.AMBIGUOUS_SAMPLE, f"sample {sample} has several images: {names}"))
+        elif images and not labels:
+            out[images[0].path].append(Finding(codes.IMAGE_WITHOUT_LABEL, f"no labels file for sample {sample}"))
+        elif labels and not images:
+            out[labels[0].path].append(Finding(codes.LABEL_WITHOUT_IMAGE, f"no image for sample {sample}"))
+    return out
+
+
+def _tamper_findings(results: Mapping[str, FileResult], reference_path: str, reference_digest: str | None,
+                     stage_dir: Path) -> tuple[dict[str, list[Finding]], list[Finding], dict[str, Any]]:
+    reference = read_manifest(reference_path, expected_digest=reference_digest)
+    changes = diff_records((r.record for r in results.values()), reference)
+    per_file: dict[str, list[Finding]] = defaultdict(list)
+    dataset: list[Finding] = []
+    partners: dict[str, list[str]] = defaultdict(list)
+    for res in results.values():
+        if res.record.sample is not None:
+            partners[res.record.sample].append(res.record.path)
+    for c in changes:
+        if c.change == ADDED:
+            per_file[c.path].append(Finding(codes.TAMPER_ADDED, "not in the reference manifest"))
+        elif c.change == MODIFIED:
+            per_file[c.path].append(Finding(codes.TAMPER_MODIFIED, f"sha256 was {c.reference_sha256}"))
+        else:
+            dataset.append(Finding(codes.TAMPER_REMOVED, f"{c.path} (sha256 {c.reference_sha256}) is gone"))
+            for partner in partners.get(c.sample or "", []) if c.sample else []:
+                per_file[partner].append(Finding(codes.TAMPER_REMOVED, f"{c.path} of the same sample was removed"))
+    diff_bytes = encode_diff(reference.digest, changes)
+    atomic_write_bytes(stage_dir / TAMPER_DIFF_NAME, diff_bytes)
+    counts = Counter(c.change for c in changes)
+    summary = {
+        "reference_digest": reference.digest,
+        "added": counts.get(ADDED, 0),
+        "removed": counts.get(REMOVED, 0),
+        "modified": counts.get(MODIFIED, 0),
+        "diff_digest": digest_of(diff_bytes),
+    }
+    return per_file, dataset, summary
+
+
+def _rejected_samples(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
+                      config: IntegrityConfig) -> tuple[set[str], set[str]]:
+    """(paths rejected by their own findings, samples that contain one)."""
+    rejected = {p for p, fs in findings.items() if _worst(fs, config) in (QUARANTINE, FAIL)}
+    samples = {results[p].record.sample for p in rejected if results[p].record.sample is not None}
+    return rejected, samples
+
+
+def _gx_tables(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
+               class_names: list[str], config: IntegrityConfig):
+    rejected, bad_samples = _rejected_samples(results, findings, config)
+    label_of: dict[str, FileResult] = {}
+    for res in results.values():
+        if res.record.kind == "label" and res.record.sample is not None:
+            label_of[res.record.sample] = res
+    images: list[dict[str, Any]] = []
+    split_counts: Counter[str] = Counter()
+    class_counts: Counter[int] = Counter()
+    splits_seen: set[str] = set()
+    for path in sorted(results):
+        rec = results[path].record
+        if rec.kind != "image":
+            continue
+        own = [f for f in findings.get(path, []) if f.code not in {
+            codes.IMAGE_WITHOUT_LABEL, codes.TAMPER_ADDED, codes.TAMPER_MODIFIED, codes.TAMPER_REMOVED,
+            codes.AMBIGUOUS_SAMPLE}]
+        image_ok = _worst(own, config) not in (QUARANTINE, FAIL)
+        label = label_of.get(rec.sample or "")
+        if label is None:
+            label_ok = action_for(codes.IMAGE_WITHOUT_LABEL, config) == WARN
+        else:
+            label_ok = label.record.path not in rejected
+        candidate = rec.sample not in bad_samples
+        if rec.split:
+            splits_seen.add(rec.split)
+        if candidate and rec.split:
+            split_counts[rec.split] += 1
+            if label is not None:
+                for box in label.record.meta.get("boxes", []):
+                    class_counts[int(box[0])] += 1
+        m = rec.meta
+        images.append({
+            "key": path, "split": rec.split, "sample": rec.sample, "sha256": rec.sha256, "format": m.get("format"),
+            "width": m.get("width"), "height": m.get("height"), "channels": m.get("channels"),
+            "bit_depth": m.get("bit_depth"), "size": rec.size, "candidate": candidate,
+            "image_ok": int(image_ok), "label_ok": int(label_ok), "n_boxes": int(label.record.meta.get("n_boxes", 0))
+            if label is not None else 0,
+        })
+    splits = [{"key": s, "n_images": split_counts.get(s, 0)} for s in sorted(splits_seen)]
+    classes = [{"key": name, "class_id": i, "n_boxes": class_counts.get(i, 0)} for i, name in enumerate(class_names)]
+    return images, splits, classes
+
+
+def _copy_to_quarantine(data_root: Path, qroot: Path, res: FileResult, record: FileRecord,
+                        reasons: tuple[Reason, ...]) -> Reason | None:
+    """Copy one rejected file (bytes re-read and checked against its hash). Returns an extra reason on failure."""
+    if not res.safe_name:
+        # A name that cannot be a path inside the quarantine: keep the reason under a hashed name.
+        name = hashlib.sha256(record.path.encode("utf-8")).hexdigest()
+        doc = {"path": record.path, "sha256": record.sha256, "size": record.size, "sample": record.sample,
+               "copied": False, "reasons": [r.to_dict() for r in reasons]}
+        atomic_write_text(qroot / "_unsafe_names" / f"{name}.reason.json", canonical_json(doc) + "\n")
+        return None
+    data = None
+    extra = None
+    if res.readable and res.copyable:
+        try:
+            data = verified_read(data_root, record)
+        except (IntegrityError, OSError, ValueError) as exc:
+            extra = Reason(codes.QUARANTINE_COPY_FAILED, f"{type(exc).__name__}: {exc}", STAGE)
+    quarantine_file(qroot, record, data, reasons + ((extra,) if extra else ()))
+    return extra
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_integrity(
+    source: Any,
+    layout: RunLayout,
+    *,
+    config: IntegrityConfig | None = None,
+    reference_manifest: str | None = None,
+    reference_digest: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StageResult:
+    """Check a YOLO dataset and write the integrity manifest. See the module docstring and docs/integrity.md.
+
+    ``source``: a local directory (used in place), an ``ObjectStoragePath``/``UPath``, or a
+    ``scheme://`` URI (mirrored into ``layout.root / "source"``). ``reference_manifest``: the
+    last trusted manifest to diff against (its digest is checked when ``reference_digest`` is given).
+    Raises :class:`DatasetError` when nothing can be checked, :class:`IntegrityFailed` (after writing
+    everything) when a "fail" policy fired.
+    """
+    config = config or IntegrityConfig()
+    configure_pillow(config.max_pixels)
+    workers = config.workers or os.cpu_count() or 1
+    stage_dir = layout.stage(STAGE)
+    qroot = layout.quarantine(STAGE)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+
+    mirror: Mirror | None = None
+    if is_remote(source):
+        mirror = mirror_source(source, layout.root / "source", workers=max(4, workers),
+                               storage_options=storage_options)
+        data_root = mirror.data_root
+    else:
+        data_root = Path(os.path.abspath(source))
+        if not data_root.is_dir():
+            raise DatasetError(f"dataset source {data_root} is not a directory")
+    label = source_label(source)
+
+    entries = list_entries(data_root, mirror)
+    yaml_record, class_names = _read_class_names(data_root, entries)
+    todo = [e for e in entries if e.path != DATA_YAML]
+    log.info("integrity: %d files under %s, %d workers", len(entries), label, workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        checked = list(pool.map(lambda e: check_entry(data_root, e, config, len(class_names)), todo))
+    results: dict[str, FileResult] = {r.record.path: r for r in checked}
+    results[DATA_YAML] = FileResult(yaml_record)
+
+    findings: dict[str, list[Finding]] = {p: list(r.findings) for p, r in results.items()}
+    for path, extra in _pairing_findings(results).items():
+        findings[path].extend(extra)
+    dataset_findings: list[Finding] = []
+    tamper_summary = None
+    if reference_manifest:
+        per_file, removed, tamper_summary = _tamper_findings(results, reference_manifest, reference_digest,
+                                                             stage_dir)
+        for path, extra in per_file.items():
+            findings[path].extend(extra)
+        dataset_findings.extend(removed)
+
+    from secure_data.integrity.gx_suite import run_suite  # pulls in GX and pandas (~3 s, once per process)
+
+    images, splits, classes = _gx_tables(results, findings, class_names, config)
+    gx = run_suite(images, splits, classes, config=config, docs_dir=layout.report / "gx")
+    for path, extra in gx.row_findings.items():
+        findings[path].extend(extra)
+    dataset_findings.extend(gx.dataset_findings)
+
+    # A sample (image + label) is the unit: one rejected file rejects its partner.
+    rejected, bad_samples = _rejected_samples(results, findings, config)
+    rejected_in: dict[str, list[str]] = defaultdict(list)
+    for p in sorted(rejected):
+        if results[p].record.sample is not None:
+            rejected_in[results[p].record.sample].append(p)
+    for path, res in results.items():
+        sample = res.record.sample
+        if path in rejected or sample not in bad_samples:
+            continue
+        culprits = rejected_in[sample]
+        culprit_codes = sorted({f.code for p in culprits for f in findings[p]
+                                if action_for(f.code, config) in (QUARANTINE, FAIL)})
+        kind = results[culprits[0]].record.kind
+        code = codes.SAMPLE_IMAGE_REJECTED if kind == "image" else codes.SAMPLE_LABEL_REJECTED
+        findings[path].append(Finding(code, f"{kind} of sample {sample} rejected: {', '.join(culprit_codes)}"))
+
+    # Apply: records, quarantine copies.
+    records: dict[str, FileRecord] = {}
+    to_quarantine: list[tuple[FileResult, FileRecord, tuple[Reason, ...]]] = []
+    for path, res in sorted(results.items()):
+        reasons = tuple(Reason(f.code, f.detail, STAGE) for f in findings[path])
+        action = _worst(findings[path], config)
+        base = res.record
+        if action in (QUARANTINE, FAIL):
+            rec = base.quarantined(*reasons)
+            to_quarantine.append((res, rec, reasons))
+        else:
+            rec = FileRecord(path=base.path, sha256=base.sha256, size=base.size, kind=base.kind, split=base.split,
+                             sample=base.sample, reasons=reasons, meta=base.meta)
+        records[path] = rec
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        extras = list(pool.map(lambda item: _copy_to_quarantine(data_root, qroot, *item), to_quarantine))
+    for (_, rec, _), extra in zip(to_quarantine, extras, strict=True):
+        if extra is not None:
+            records[rec.path] = rec.quarantined(extra)
+
+    # Verdict, header, manifest.
+    actions: dict[str, str] = {}
+    reason_counts: Counter[str] = Counter()
+    for rec in records.values():
+        for r in rec.reasons:
+            reason_counts[r.code] += 1
+            actions[r.code] = action_for(r.code, config)
+    dataset_rows = [{"code": f.code, "detail": f.detail, "action": action_for(f.code, config)}
+                    for f in dataset_findings]
+    for row in dataset_rows:
+        actions[row["code"]] = row["action"]
+    fired = sorted(c for c, a in actions.items() if a == FAIL)
+    verdict = FAIL if fired else (WARN if actions else "pass")
+    header = {
+        "stage": STAGE,
+        "format": HEADER_FORMAT,
+        "source": label,
+        "mirrored": mirror is not None,
+        "class_names": class_names,
+        "config": config.to_header(),
+        "gx": {"success": gx.success, "expectations": list(gx.expectations)},
+        "tamper": tamper_summary,
+        "dataset_findings": dataset_rows,
+        "reason_counts": dict(sorted(reason_counts.items())),
+        "actions": dict(sorted(actions.items())),
+        "verdict": verdict,
+    }
+    manifest_path = stage_dir / MANIFEST_NAME
+    digest = write_manifest(manifest_path, header, records.values())
+    counts = dict(count_records(records.values()))
+    counts["warned"] = sum(1 for r in records.values() if r.accepted and r.reasons)
+    counts["labels"] = sum(1 for r in records.values() if r.kind == "label")
+    counts["labels_accepted"] = sum(1 for r in records.values() if r.kind == "label" and r.accepted)
+    result = StageResult(
+        stage=STAGE,
+        manifest_path=str(manifest_path),
+        manifest_digest=digest,
+        counts=counts,
+        data_root=str(data_root),
+        extra={
+            "verdict": verdict,
+            "gx_success": gx.success,
+            "gx_docs": str(gx.docs_index) if gx.docs_index else None,
+            "quarantine_dir": str(qroot),
+            "tamper_diff": str(stage_dir / TAMPER_DIFF_NAME) if tamper_summary else None,
+            "reference_digest": tamper_summary["reference_digest"] if tamper_summary else None,
+        },
+    )
+    log.info("integrity: verdict %s, %s, manifest %s", verdict, counts, digest)
+    if verdict == FAIL:
+        raise IntegrityFailed(f"integrity checks with policy 'fail' fired: {', '.join(fired)} "
+                              f"(manifest {manifest_path}, {digest})", result)
+    return result

@@ -1,0 +1,245 @@
+"""Hand-off operators: publish an encrypted, signed package (sanitizer side) and consume one (trainer side).
+
+Both are thin shells over ``secure_data.handoff``; XCom and Asset extras carry only
+non-secret facts (URIs, ids, digests, counts, key names and versions).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from secure_data.assets import EVENT_KEYS, PACKAGE_ASSET
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset, Context
+
+    from secure_data.dataset.stage import StageResult
+    from secure_data.handoff.consumer import OpenedPackage
+
+DEFAULT_DATA_KEY = "secure-data-datakey"
+DEFAULT_SIGNING_KEY = "secure-data-signing"
+
+
+def _stage(value: Any) -> StageResult:
+    from secure_data.dataset.stage import StageResult
+
+    if isinstance(value, str):  # a rendered template without native objects
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a StageResult XCom (dict), got {type(value).__name__}")
+    return StageResult.from_xcom(value)
+
+
+class PackageOperator(BaseOperator):
+    """Encrypt and sign the accepted files of the anonymization stage into a package; announce it.
+
+    :param upstream: the anonymization stage's ``StageResult`` XCom (templated; pass ``merged.output``).
+    :param upstream_stages: earlier stages' ``StageResult`` XComs (integrity, poisoning): their manifest
+        digests are recorded in the signed manifest.
+    :param vault_conn_id: the sanitizer identity's Vault connection (creates data keys, signs).
+    :param packages_root: where packages are published (default ``SECURE_DATA_PACKAGE_ROOT``,
+        else ``<output root>/packages``).
+    :param output_root: root of run-scoped folders (default ``SECURE_DATA_OUTPUT_ROOT``).
+    :param package_name: dataset name; prefix of the package id.
+    :param data_key: Transit key that wraps the data key. :param signing_key: Transit ed25519 key.
+    :param chunk_size: plaintext bytes per AEAD segment.
+
+    Emits one Asset event on every ``Asset`` in ``outlets`` (default ``[PACKAGE_ASSET]``) with
+    ``extra`` = package_uri, package_id, name, manifest_digest, content_digest, counts, key_name,
+    key_version. Returns a ``StageResult`` (stage ``handoff``) whose ``extra`` holds the same facts.
+    The package id is derived from (dag id, run id, input digest), so a retried task reuses a package
+    its previous try already published instead of making a second one.
+    """
+
+    template_fields: Sequence[str] = ("upstream", "upstream_stages", "vault_conn_id", "packages_root",
+                                      "output_root", "package_name", "data_key", "signing_key")
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        upstream: Any,
+        upstream_stages: Any = (),
+        vault_conn_id: str = "vault_sanitizer",
+        packages_root: str | None = None,
+        output_root: str | None = None,
+        package_name: str = "sanitized",
+        data_key: str = DEFAULT_DATA_KEY,
+        signing_key: str = DEFAULT_SIGNING_KEY,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", [PACKAGE_ASSET])
+        super().__init__(**kwargs)
+        self.upstream = upstream
+        self.upstream_stages = upstream_stages
+        self.vault_conn_id = vault_conn_id
+        self.packages_root = packages_root
+        self.output_root = output_root
+        self.package_name = package_name
+        self.data_key = data_key
+        self.signing_key = signing_key
+        self.chunk_size = chunk_size
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk import Asset
+
+        from secure_data import settings
+        from secure_data.dataset.atomic import atomic_write_text
+        from secure_data.dataset.stage import RunLayout, StageResult
+        from secure_data.handoff import stream
+        from secure_data.handoff.from_stage import derived_package_id, package_stage
+        from secure_data.vault.keyservice import VaultKeyService
+
+        stage = _stage(self.upstream)
+        lineage = [_stage(v) for v in (self.upstream_stages or ())]
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        layout = RunLayout.for_run(self.output_root or settings.output_root(), dag_id, run_id)
+        packages_root = self.packages_root or str(settings.package_root())
+        key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
+                                                   signing_key=self.signing_key)
+        info = package_stage(
+            stage, packages_root, key_service, name=self.package_name,
+            package_id=derived_package_id(self.package_name, dag_id, run_id, stage.manifest_digest),
+            lineage=lineage, chunk_size=self.chunk_size or stream.DEFAULT_CHUNK_SIZE,
+        )
+        self.log.info("Published package %s (%d files, manifest %s, data key %s v%d) at %s",
+                      info.package_id, info.counts["files"], info.manifest_digest, info.key_name,
+                      info.key_version, info.uri)
+        event = {k: v for k, v in info.to_dict().items() if k in EVENT_KEYS}
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = dict(event)
+        # A pointer in the run folder (for the report and for people): non-secret facts only.
+        atomic_write_text(layout.stage("handoff") / "package.json", json.dumps(info.to_dict(), indent=2) + "\n")
+        return StageResult(
+            stage="handoff", manifest_path=str(_local(info.uri) / "manifest.jsonl"),
+            manifest_digest=info.manifest_digest, counts=dict(info.counts), data_root=str(_local(info.uri)),
+            extra=info.to_dict(),
+        ).to_xcom()
+
+
+def _local(uri: str):
+    from secure_data.handoff.package import package_path
+
+    return package_path(uri)
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    """Where to find a package and what to insist on finding there (from an Asset event or by hand)."""
+
+    uri: str
+    package_id: str | None = None
+    manifest_digest: str | None = None
+    source: str = "argument"
+
+
+def resolve_package_ref(context: Context, asset: Asset = PACKAGE_ASSET, package_uri: str | None = None,
+                        expected_package_id: str | None = None) -> PackageRef:
+    """The package this run should open.
+
+    1. The newest event on ``asset`` among the run's ``triggering_asset_events`` (an Asset-scheduled run):
+       its ``package_uri``, and the ``package_id`` and ``manifest_digest`` the package must then have.
+    2. Otherwise ``package_uri`` (a manual run: ``dag_run.conf`` / params).
+    """
+    events = _triggering_events(context, asset)
+    if events:
+        newest = max(events, key=lambda e: e.timestamp)
+        extra = dict(newest.extra or {})
+        uri = extra.get("package_uri")
+        if not uri:
+            raise ValueError(f"the triggering event on {asset.uri} has no package_uri in its extra")
+        if len(events) > 1:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%d package events triggered this run; using the newest (%s)", len(events), extra.get("package_id"))
+        return PackageRef(uri=str(uri), package_id=extra.get("package_id"),
+                          manifest_digest=extra.get("manifest_digest"), source=f"asset event on {asset.uri}")
+    if package_uri and str(package_uri) != "None":
+        return PackageRef(uri=str(package_uri), package_id=expected_package_id or None)
+    raise ValueError(f"no package to open: this run was not triggered by an event on {asset.uri} "
+                     "and no package_uri was given")
+
+
+def _triggering_events(context: Context, asset: Asset) -> list[Any]:
+    accessor = context.get("triggering_asset_events")
+    if not accessor:
+        return []
+    try:
+        return list(accessor[asset])
+    except KeyError:
+        return []
+
+
+class PackageConsumerOperator(BaseOperator):
+    """Verify, decrypt into private scratch and hand the dataset to ``python_callable``; wipe afterwards.
+
+    :param python_callable: ``f(package: OpenedPackage, **op_kwargs)``; ``package.path`` is the dataset
+        root (YOLO layout), ``package.data_yaml`` a training config pointing at it. Its return value
+        goes to XCom under ``result``: return only non-secret values.
+    :param package_uri: for manual runs (templated, e.g. ``{{ params.package_uri }}``); an Asset-triggered
+        run uses the triggering event instead (see ``resolve_package_ref``).
+    :param expected_package_id: with ``package_uri``: the id the package must have.
+    :param asset: the Asset whose events name packages (default ``PACKAGE_ASSET``).
+    :param vault_conn_id: the trainer identity's Vault connection (unwraps, verifies; default ``vault_trainer``).
+    :param scratch_parent: where the private scratch directory goes (default /dev/shm, else the temp dir).
+
+    Returns ``{"package_id", "package_uri", "manifest_digest", "result"}``.
+    """
+
+    template_fields: Sequence[str] = ("package_uri", "expected_package_id", "vault_conn_id", "op_kwargs",
+                                      "scratch_parent", "data_key", "signing_key")
+    ui_color = "#e8eaf6"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        package_uri: str | None = None,
+        expected_package_id: str | None = None,
+        asset: Asset = PACKAGE_ASSET,
+        vault_conn_id: str = "vault_trainer",
+        data_key: str = DEFAULT_DATA_KEY,
+        signing_key: str = DEFAULT_SIGNING_KEY,
+        op_kwargs: Mapping[str, Any] | None = None,
+        scratch_parent: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("inlets", [asset])
+        super().__init__(**kwargs)
+        if not callable(python_callable):
+            raise TypeError("python_callable must be callable")
+        self.python_callable = python_callable
+        self.package_uri = package_uri
+        self.expected_package_id = expected_package_id
+        self.asset = asset
+        self.vault_conn_id = vault_conn_id
+        self.data_key = data_key
+        self.signing_key = signing_key
+        self.op_kwargs = dict(op_kwargs or {})
+        self.scratch_parent = scratch_parent
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from secure_data.handoff.consumer import open_package
+        from secure_data.vault.keyservice import VaultKeyService
+
+        ref = resolve_package_ref(context, self.asset, self.package_uri, self.expected_package_id)
+        self.log.info("Opening package %s (from %s)", ref.uri, ref.source)
+        key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
+                                                   signing_key=self.signing_key)
+        with open_package(ref.uri, key_service, expected_package_id=ref.package_id,
+                          expected_manifest_digest=ref.manifest_digest,
+                          scratch_parent=self.scratch_parent or None) as package:
+            self.log.info("Verified package %s: %d files, manifest %s, signature valid",
+                          package.package_id, package.info.counts["files"], package.manifest_digest)
+            result = self.python_callable(package, **self.op_kwargs)
+            opened: OpenedPackage = package
+        return {"package_id": opened.package_id, "package_uri": opened.info.uri,
+                "manifest_digest": opened.manifest_digest, "result": result}

@@ -1,0 +1,127 @@
+"""``IntegrityOperator``: the thin Airflow shell around ``secure_data.integrity.run_integrity``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# KV field names (as ``secure_data.vault.setup`` writes dataset credentials) -> fsspec/s3fs storage options.
+_KV_TO_STORAGE_OPTION = {
+    "access_key_id": "key",
+    "secret_access_key": "secret",
+    "session_token": "token",
+}
+
+
+def storage_options_from_kv(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a KV secret to fsspec storage options (known S3-style names are renamed, others pass through)."""
+    return {_KV_TO_STORAGE_OPTION.get(k, k): v for k, v in secret.items()}
+
+
+class IntegrityOperator(BaseOperator):
+    """Check a raw YOLO dataset and publish the integrity manifest; returns ``StageResult.to_xcom()``.
+
+    :param source: local dataset directory, or an object-storage URI (``s3://bucket/prefix``,
+        ``file:///...``) that is mirrored into the run folder first. Templated.
+    :param output_root: root of the run-scoped folders (default: ``SECURE_DATA_OUTPUT_ROOT``). Templated.
+    :param reference_manifest: path of the last trusted manifest to diff against (added /
+        removed / modified files, each per its tamper policy). Templated.
+    :param reference_digest: its expected ``sha256:<hex>`` digest (checked when given). Templated.
+    :param config: ``IntegrityConfig`` fields as a dict (thresholds and policies). Templated.
+    :param source_conn_id: Airflow connection for the object store (its credentials may come
+        from Vault through Airflow's Vault secrets backend).
+    :param storage_secret: KV v2 path (on ``vault_conn_id``'s mount) holding storage credentials
+        (``access_key_id``, ``secret_access_key``, ``endpoint_url``...); read at execute time and masked.
+    :param vault_conn_id: Vault connection used for ``storage_secret``.
+    :param background_images, empty_labels, orphan_labels, invalid_labels, unexpected_files,
+        tamper_added, tamper_removed, tamper_modified, gx_policy, gx_dataset_policy:
+        policy overrides ("fail" | "warn" | "quarantine"), applied over ``config``.
+    """
+
+    template_fields: Sequence[str] = ("source", "output_root", "reference_manifest", "reference_digest", "config")
+    template_fields_renderers = {"config": "json"}
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        output_root: str | None = None,
+        reference_manifest: str | None = None,
+        reference_digest: str | None = None,
+        config: dict[str, Any] | None = None,
+        source_conn_id: str | None = None,
+        storage_secret: str | None = None,
+        vault_conn_id: str = "vault_default",
+        background_images: str | None = None,
+        empty_labels: str | None = None,
+        orphan_labels: str | None = None,
+        invalid_labels: str | None = None,
+        unexpected_files: str | None = None,
+        tamper_added: str | None = None,
+        tamper_removed: str | None = None,
+        tamper_modified: str | None = None,
+        gx_policy: str | None = None,
+        gx_dataset_policy: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.output_root = output_root
+        self.reference_manifest = reference_manifest
+        self.reference_digest = reference_digest
+        self.config = config
+        self.source_conn_id = source_conn_id
+        self.storage_secret = storage_secret
+        self.vault_conn_id = vault_conn_id
+        self.policies = {
+            "background_images": background_images, "empty_labels": empty_labels, "orphan_labels": orphan_labels,
+            "invalid_labels": invalid_labels, "unexpected_files": unexpected_files, "tamper_added": tamper_added,
+            "tamper_removed": tamper_removed, "tamper_modified": tamper_modified, "gx_policy": gx_policy,
+            "gx_dataset_policy": gx_dataset_policy,
+        }
+
+    def _source(self) -> Any:
+        from secure_data.dataset.storage import is_remote
+
+        if not is_remote(self.source):
+            return self.source
+        from airflow.sdk import ObjectStoragePath
+
+        options: dict[str, Any] = {}
+        if self.storage_secret:
+            from secure_data.vault.hook import SecureVaultHook
+            from secure_data.vault.masking import mask_value
+
+            secret = SecureVaultHook(vault_conn_id=self.vault_conn_id).read_kv(self.storage_secret)
+            mask_value(secret)  # the hook masks too; this keeps the guarantee local and explicit
+            options = storage_options_from_kv(secret)
+            self.log.info("Storage credentials read from Vault path %s (fields: %s)", self.storage_secret,
+                          ", ".join(sorted(secret)))
+        return ObjectStoragePath(self.source, conn_id=self.source_conn_id, **options)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from secure_data.dataset.stage import RunLayout
+        from secure_data.integrity.config import IntegrityConfig
+        from secure_data.integrity.run import IntegrityFailed, run_integrity
+        from secure_data.settings import output_root
+
+        config = IntegrityConfig.from_dict(self.config).with_overrides(**self.policies)
+        layout = RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
+        try:
+            result = run_integrity(self._source(), layout, config=config,
+                                   reference_manifest=self.reference_manifest or None,
+                                   reference_digest=self.reference_digest or None)
+        except IntegrityFailed as exc:
+            self.log.error("Integrity failed: %s", exc)
+            raise
+        counts = result.counts
+        self.log.info("Integrity %s: %s of %s files accepted, %s quarantined, %s warned; manifest %s (%s)",
+                      result.extra.get("verdict"), counts.get("accepted"), counts.get("files"),
+                      counts.get("quarantined"), counts.get("warned"), result.manifest_path, result.manifest_digest)
+        return result.to_xcom()

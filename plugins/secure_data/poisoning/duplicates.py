@@ -1,0 +1,252 @@
+"""Exact and near-duplicates, the labels they carry, and the splits they sit in.
+
+* Exact duplicates: equal SHA-256 of the image bytes.
+* Near-duplicates: 64-bit pHash within ``near_dup_radius`` bits (also against the
+  mirror of every image), found with multi-index hashing: no pair loop.
+
+Duplicates are joined into groups (union-find). Inside a group the labels of every
+linked pair are compared box by box (IoU matching, mirrored if the pair is a
+mirror image). Three findings come out of it:
+
+* ``duplicate_label_conflict``: the same picture with different labels, the
+  signature of a label-flip attack. The side whose boxes also fail the content
+  checks (class confusion, misalignment, outliers) is blamed; when the evidence
+  cannot tell them apart, every member of the conflict is blamed.
+* ``split_leakage``: a group that spans train/val/test. The copies outside the
+  earliest split are blamed (removing them from evaluation keeps training intact).
+* ``duplicate``: plain redundant copies within one split (all but one are named).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from secure_data.poisoning.config import PoisoningConfig
+from secure_data.poisoning.features import SampleFeatures
+from secure_data.poisoning.findings import Finding, make_finding
+from secure_data.poisoning.hamming_index import near_pairs
+from secure_data.poisoning.samples import BoxTuple, Sample, split_rank
+
+
+@dataclass(frozen=True)
+class DupEdge:
+    a: int  # sample indices, a < b
+    b: int
+    kind: str  # "exact" (same bytes) | "near" (pHash)
+    distance: int  # Hamming bits (0 for exact)
+    mirrored: bool  # b is a mirror image of a
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def find_duplicate_edges(
+    samples: Sequence[Sample], feats: Sequence[SampleFeatures], config: PoisoningConfig
+) -> list[DupEdge]:
+    """Linked pairs, O(n) except the pHash search, which is multi-index hashing (sub-quadratic).
+
+    Identical values are linked as a star to their first member, so a thousand copies
+    of one image cost a thousand edges, not half a million.
+    """
+    import numpy as np
+
+    edges: list[DupEdge] = []
+    usable = [i for i, f in enumerate(feats) if f.ok]
+    # 1. identical bytes
+    first_by_sha: dict[str, int] = {}
+    reps: list[int] = []
+    for i in usable:
+        sha = samples[i].image.sha256
+        if sha in first_by_sha:
+            edges.append(DupEdge(first_by_sha[sha], i, "exact", 0, False))
+        else:
+            first_by_sha[sha] = i
+            reps.append(i)
+    # 2. identical pHash among the distinct files
+    first_by_hash: dict[int, int] = {}
+    value_reps: list[int] = []
+    for i in reps:
+        h = feats[i].phash
+        if h in first_by_hash:
+            edges.append(DupEdge(first_by_hash[h], i, "near", 0, False))
+        else:
+            first_by_hash[h] = i
+            value_reps.append(i)
+    # 3. near pHash (and mirrored) among distinct values
+    n = len(value_reps)
+    if n >= 1:
+        plain = np.array([feats[i].phash for i in value_reps], dtype=np.uint64)
+        values = plain
+        if config.match_mirrored:
+            values = np.concatenate([plain, np.array([feats[i].phash_mirror for i in value_reps], dtype=np.uint64)])
+        pi, pj, pd = near_pairs(values, config.near_dup_radius)
+        best: dict[tuple[int, int], tuple[int, bool]] = {}
+        for x, y, d in zip(pi.tolist(), pj.tolist(), pd.tolist(), strict=True):
+            mx, my = x >= n, y >= n
+            if mx and my:
+                continue  # mirror vs mirror is the same as plain vs plain
+            u, v = x % n, y % n
+            if u == v:
+                continue  # an image and its own mirror (a symmetric picture)
+            key = (min(u, v), max(u, v))
+            cand = (d, mx != my)
+            if key not in best or cand < best[key]:
+                best[key] = cand
+        for (u, v), (d, mirrored) in sorted(best.items()):
+            a, b = sorted((value_reps[u], value_reps[v]))
+            edges.append(DupEdge(a, b, "near", d, mirrored))
+    return edges
+
+
+def duplicate_groups(n: int, edges: Sequence[DupEdge]) -> list[int]:
+    """Group id (smallest member index) per sample."""
+    uf = _UnionFind(n)
+    for e in edges:
+        uf.union(e.a, e.b)
+    return [uf.find(i) for i in range(n)]
+
+
+# ---------------------------------------------------------------- label comparison
+
+def _iou(a: BoxTuple, b: BoxTuple) -> float:
+    _, ax, ay, aw, ah = a
+    _, bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2))
+    iy = max(0.0, min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def compare_labels(boxes_a: Sequence[BoxTuple], boxes_b: Sequence[BoxTuple], *, mirrored: bool, iou: float) -> dict:
+    """Greedy IoU matching of two label sets; counts of agreeing, re-classed and unmatched boxes."""
+    if mirrored:
+        boxes_b = [(c, 1.0 - cx, cy, w, h) for c, cx, cy, w, h in boxes_b]
+    pairs = sorted(
+        ((_iou(a, b), i, j) for i, a in enumerate(boxes_a) for j, b in enumerate(boxes_b)), reverse=True
+    )
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    same = changed = 0
+    class_changes = []
+    for score, i, j in pairs:
+        if score < iou:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        if boxes_a[i][0] == boxes_b[j][0]:
+            same += 1
+        else:
+            changed += 1
+            class_changes.append([boxes_a[i][0], boxes_b[j][0]])
+    return {
+        "same": same,
+        "class_changed": changed,
+        "class_changes": sorted(class_changes),
+        "only_in_first": len(boxes_a) - len(used_a),
+        "only_in_second": len(boxes_b) - len(used_b),
+    }
+
+
+def labels_conflict(cmp: Mapping) -> bool:
+    return bool(cmp["class_changed"] or cmp["only_in_first"] or cmp["only_in_second"])
+
+
+# ---------------------------------------------------------------- findings
+
+def check_duplicates(
+    samples: Sequence[Sample],
+    feats: Sequence[SampleFeatures],
+    edges: Sequence[DupEdge],
+    groups: Sequence[int],
+    content_flags: Mapping[str, int],
+    config: PoisoningConfig,
+) -> list[Finding]:
+    """Findings for every duplicate group: label conflicts, split leakage, plain redundancy."""
+    by_group: dict[int, list[DupEdge]] = {}
+    for e in edges:
+        by_group.setdefault(groups[e.a], []).append(e)
+    findings: list[Finding] = []
+    for root in sorted(by_group):
+        group_edges = by_group[root]
+        members = sorted({e.a for e in group_edges} | {e.b for e in group_edges})
+        keys = [samples[i].key for i in members]
+        edge_docs = []
+        conflict_suspects: set[str] = set()
+        conflict_edges = []
+        for e in group_edges:
+            sa, sb = samples[e.a], samples[e.b]
+            cmp = compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou)
+            doc = {
+                "first": sa.key, "second": sb.key, "kind": e.kind, "hamming": e.distance,
+                "mirrored": e.mirrored, "labels": cmp,
+            }
+            edge_docs.append(doc)
+            if labels_conflict(cmp):
+                conflict_edges.append(doc)
+                fa, fb = content_flags.get(sa.key, 0), content_flags.get(sb.key, 0)
+                if fa and not fb:
+                    conflict_suspects.add(sa.key)
+                elif fb and not fa:
+                    conflict_suspects.add(sb.key)
+                else:
+                    conflict_suspects.update((sa.key, sb.key))
+        splits = sorted({samples[i].split or "" for i in members}, key=lambda s: (split_rank(s), s))
+        evidence_base = {
+            "group": keys,
+            "splits": splits,
+            "pairs": sorted(edge_docs, key=lambda d: (d["first"], d["second"])),
+        }
+        if conflict_edges:
+            findings.append(make_finding(
+                "duplicate_label_conflict",
+                suspects=conflict_suspects,
+                involved=keys,
+                evidence={
+                    **evidence_base,
+                    "conflicting_pairs": len(conflict_edges),
+                    "content_flags": {k: content_flags.get(k, 0) for k in keys},
+                },
+                message=(
+                    f"{len(keys)} copies of one image carry different labels "
+                    f"({len(conflict_edges)} conflicting pair(s)); blamed: {', '.join(sorted(conflict_suspects))}"
+                ),
+            ))
+        leaked: set[str] = set()
+        if len(splits) > 1:
+            first = splits[0]
+            leaked = {samples[i].key for i in members if (samples[i].split or "") != first}
+            findings.append(make_finding(
+                "split_leakage",
+                suspects=leaked,
+                involved=keys,
+                evidence=evidence_base,
+                message=f"near-duplicates span splits {splits}: {len(leaked)} copies outside {first!r}",
+            ))
+        redundant = [samples[i].key for i in members[1:]]
+        redundant = [k for k in redundant if k not in conflict_suspects and k not in leaked]
+        if redundant and len(conflict_edges) < len(group_edges):
+            findings.append(make_finding(
+                "duplicate",
+                suspects=redundant,
+                involved=keys,
+                evidence=evidence_base,
+                message=f"{len(keys)} copies of one image; {len(redundant)} redundant",
+            ))
+    return findings

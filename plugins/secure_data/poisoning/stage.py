@@ -1,0 +1,304 @@
+"""The poisoning stage: integrity manifest in, findings + stage manifest (+ quarantine) out.
+
+Flow: read the upstream manifest (digest checked) -> pair images with labels ->
+build class templates from a seeded sample of boxes -> per-sample features (one
+verified read each; in parallel if ``workers > 1``) -> checks -> policies ->
+quarantine copies -> ``findings.jsonl`` -> stage manifest (written last, so a
+manifest on disk means the stage finished). Re-running on the same input gives
+byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from secure_data.dataset.layout import UnsafePathError
+from secure_data.dataset.manifest import (
+    FileRecord,
+    IntegrityError,
+    Manifest,
+    Reason,
+    count_records,
+    read_manifest,
+    verified_read,
+    write_manifest,
+)
+from secure_data.dataset.quarantine import quarantine_file
+from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.poisoning.boxchecks import check_box_fits, check_box_outliers
+from secure_data.poisoning.config import FAIL, QUARANTINE, PoisoningConfig
+from secure_data.poisoning.duplicates import check_duplicates, duplicate_groups, find_duplicate_edges
+from secure_data.poisoning.features import SampleFeatures, build_templates, extract_features, template_frames
+from secure_data.poisoning.findings import Finding, make_finding, write_findings
+from secure_data.poisoning.samples import Sample, collect_samples
+from secure_data.poisoning.triggers import check_triggers
+
+STAGE = "poisoning"
+MANIFEST_NAME = "manifest.jsonl"
+FINDINGS_NAME = "findings.jsonl"
+CONTENT_CHECKS = ("box_outlier", "box_misaligned", "class_confusion")
+
+log = logging.getLogger(__name__)
+
+
+class PoisoningCheckFailed(RuntimeError):
+    """A check whose policy is ``fail`` fired. Outputs were written first, for inspection."""
+
+    def __init__(self, message: str, result: StageResult, failed_checks: Sequence[str]) -> None:
+        super().__init__(message)
+        self.result = result
+        self.failed_checks = tuple(failed_checks)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the checks produced, before policies touch the manifest (tests and the benchmark use it)."""
+
+    samples: tuple[Sample, ...]
+    features: tuple[SampleFeatures, ...]
+    findings: tuple[Finding, ...]
+    drift_results: tuple[dict, ...] = ()
+
+
+# ---------------------------------------------------------------- reading
+
+def _read_sample_bytes(root: str, sample: Sample) -> bytes:
+    return verified_read(root, sample.image)
+
+
+def _class_names(root: str, records: Iterable[FileRecord]) -> dict[int, str]:
+    """Names from data.yaml, read through verified_read like every other byte."""
+    import yaml
+
+    for rec in records:
+        if rec.path == "data.yaml" and rec.accepted:
+            try:
+                doc = yaml.safe_load(verified_read(root, rec)) or {}
+            except (IntegrityError, OSError, UnsafePathError, yaml.YAMLError):
+                return {}
+            names = doc.get("names") if isinstance(doc, dict) else None
+            if isinstance(names, dict):
+                return {int(k): str(v) for k, v in names.items()}
+            if isinstance(names, list):
+                return {i: str(v) for i, v in enumerate(names)}
+    return {}
+
+
+def _template_sample(samples: Sequence[Sample], config: PoisoningConfig) -> list[Sample]:
+    """A seeded sample of images giving up to ``template_sample`` boxes per class."""
+    import numpy as np
+
+    order = np.random.default_rng(config.seed).permutation(len(samples))
+    need: dict[int, int] = {}
+    for s in samples:
+        for box in s.boxes:
+            need[box[0]] = need.get(box[0], 0) + 1
+    need = {c: min(n, config.template_sample) for c, n in need.items()}
+    chosen = []
+    for i in order.tolist():
+        s = samples[i]
+        if any(need.get(b[0], 0) > 0 for b in s.boxes):
+            chosen.append(s)
+            for b in s.boxes:
+                need[b[0]] = need.get(b[0], 0) - 1
+        if all(v <= 0 for v in need.values()):
+            break
+    return chosen
+
+
+def build_class_templates(root: str, samples: Sequence[Sample], config: PoisoningConfig) -> dict[int, Any]:
+    frames: dict[int, list] = {}
+    for s in _template_sample(samples, config):
+        try:
+            for cls, frame in template_frames(_read_sample_bytes(root, s), s.boxes, config):
+                if len(frames.setdefault(cls, [])) < config.template_sample:
+                    frames[cls].append(frame)
+        except (IntegrityError, OSError, UnsafePathError, ValueError):
+            continue  # reported by the feature pass, which reads the same file again
+    return build_templates(frames, config.min_class_boxes)
+
+
+def _extract_one(args: tuple[str, Sample, PoisoningConfig, Mapping[int, Any]]) -> SampleFeatures:
+    root, sample, config, templates = args
+    try:
+        data = _read_sample_bytes(root, sample)
+    except IntegrityError as exc:
+        return SampleFeatures(key=sample.key, error=f"integrity: {exc}")
+    except (OSError, UnsafePathError) as exc:
+        return SampleFeatures(key=sample.key, error=f"unreadable: {type(exc).__name__}: {exc}")
+    return extract_features(sample.key, data, sample.boxes, config, templates)
+
+
+def extract_all(
+    root: str, samples: Sequence[Sample], config: PoisoningConfig, templates: Mapping[int, Any]
+) -> list[SampleFeatures]:
+    """Per-sample features, in order. ``workers > 1`` fans out over processes (spawned: no fork hazards)."""
+    jobs = [(root, s, config, templates) for s in samples]
+    if config.workers == 1 or len(jobs) < 2 * config.workers:
+        return [_extract_one(j) for j in jobs]
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_extract_one, jobs, chunksize=max(1, len(jobs) // (8 * config.workers))))
+
+
+# ---------------------------------------------------------------- analysis
+
+def analyse(
+    root: str,
+    samples: Sequence[Sample],
+    config: PoisoningConfig,
+    *,
+    class_names: Mapping[int, str] | None = None,
+    reference: Sequence[Sample] | None = None,
+) -> Analysis:
+    """Run every check over ``samples`` (no policy, no output files)."""
+    names = dict(class_names or {})
+    templates = build_class_templates(root, samples, config)
+    feats = extract_all(root, samples, config, templates)
+    findings: list[Finding] = []
+    for s, f in zip(samples, feats, strict=True):
+        if not f.ok:
+            findings.append(make_finding(
+                "unreadable", suspects=[s.key], evidence={"path": s.image.path, "error": f.error},
+                message=f"{s.image.path}: {f.error}",
+            ))
+    ok = [i for i, f in enumerate(feats) if f.ok]
+    s_ok = [samples[i] for i in ok]
+    f_ok = [feats[i] for i in ok]
+
+    content = check_box_outliers(s_ok, config) + check_box_fits(s_ok, f_ok, config, names)
+    findings += content
+    content_flags: dict[str, int] = {}
+    for fnd in content:
+        for key in fnd.suspects:
+            content_flags[key] = content_flags.get(key, 0) + 1
+
+    edges = find_duplicate_edges(s_ok, f_ok, config)
+    groups = duplicate_groups(len(s_ok), edges)
+    dups = check_duplicates(s_ok, f_ok, edges, groups, content_flags, config)
+    findings += dups
+
+    seeds = set(content_flags)
+    seeds |= {k for fnd in dups if fnd.check == "duplicate_label_conflict" for k in fnd.suspects}
+    seeds |= {s.key for s in s_ok if not s.boxes}
+    findings += check_triggers(s_ok, f_ok, groups, seeds, config, names)
+
+    drift_results: list[dict] = []
+    if reference is not None:
+        from secure_data.poisoning.drift import check_drift
+
+        drift_findings, drift_results = check_drift(s_ok, reference, config, names)
+        findings += drift_findings
+    return Analysis(samples=tuple(samples), features=tuple(feats), findings=tuple(findings),
+                    drift_results=tuple(drift_results))
+
+
+# ---------------------------------------------------------------- the stage
+
+def _load_reference(reference: str | os.PathLike | Manifest | None, digest: str | None) -> list[Sample] | None:
+    if reference is None:
+        return None
+    manifest = reference if isinstance(reference, Manifest) else read_manifest(reference, expected_digest=digest)
+    return collect_samples(manifest.records)
+
+
+def run_poisoning(
+    upstream: StageResult,
+    layout: RunLayout,
+    *,
+    config: PoisoningConfig | None = None,
+    reference_manifest: str | os.PathLike | Manifest | None = None,
+    reference_digest: str | None = None,
+) -> StageResult:
+    """Screen the upstream stage's accepted samples for poisoning; write findings, quarantine, manifest.
+
+    Raises :class:`PoisoningCheckFailed` (after writing everything) when a check
+    with policy ``fail`` fired, and ManifestError when the upstream manifest does not
+    match its digest.
+    """
+    config = config or PoisoningConfig()
+    manifest = read_manifest(upstream.manifest_path, expected_digest=upstream.manifest_digest)
+    root = upstream.data_root
+    samples = collect_samples(manifest.records)
+    names = _class_names(root, manifest.records)
+    reference = _load_reference(reference_manifest, reference_digest)
+    log.info("poisoning: %d samples from %s", len(samples), upstream.manifest_path)
+
+    analysis = analyse(root, samples, config, class_names=names, reference=reference)
+    findings = [_with_action(f, config.action(f.check)) for f in analysis.findings]
+
+    # Policies -> reasons per sample (a sample blamed by several findings keeps every reason).
+    reasons: dict[str, list[Reason]] = {}
+    for f in findings:
+        if f.action == QUARANTINE:
+            for key in f.suspects:
+                reasons.setdefault(key, []).append(
+                    Reason(code=f"poisoning.{f.check}", detail=f"{f.message} [finding {f.finding_id}]", stage=STAGE)
+                )
+    out_dir = layout.stage(STAGE)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = _apply_quarantine(root, manifest.records, reasons, layout.quarantine(STAGE))
+    written = write_findings(out_dir / FINDINGS_NAME, findings)
+    header = {
+        "stage": STAGE,
+        "upstream": {"stage": upstream.stage, "manifest_digest": upstream.manifest_digest},
+        "findings": {"path": FINDINGS_NAME, "digest": written.digest, "by_check": dict(written.by_check)},
+        "config": config.to_dict(),
+    }
+    manifest_path = out_dir / MANIFEST_NAME
+    digest = write_manifest(manifest_path, header, records)
+    counts = count_records(records)
+    if len(records) != len(manifest.records) or counts["files"] != manifest.counts()["files"]:
+        raise AssertionError("poisoning stage lost or invented records")  # never: accepted + quarantined = input
+    failed = sorted({f.check for f in findings if f.action == FAIL})
+    result = StageResult(
+        stage=STAGE,
+        manifest_path=str(manifest_path),
+        manifest_digest=digest,
+        counts=counts,
+        data_root=root,
+        extra={
+            "findings_path": str(out_dir / FINDINGS_NAME),
+            "findings_digest": written.digest,
+            "findings_by_check": dict(written.by_check),
+            "quarantined_samples": len(reasons),
+            "failed_checks": failed,
+        },
+    )
+    log.info("poisoning: %d findings %s, %d samples quarantined", len(findings), dict(written.by_check), len(reasons))
+    if failed:
+        raise PoisoningCheckFailed(
+            f"poisoning checks with policy 'fail' fired: {failed}; see {written.path}", result, failed
+        )
+    return result
+
+
+def _with_action(f: Finding, action: str) -> Finding:
+    return Finding(check=f.check, suspects=f.suspects, involved=f.involved, evidence=f.evidence,
+                   message=f.message, action=action)
+
+
+def _apply_quarantine(
+    root: str, records: Sequence[FileRecord], reasons: Mapping[str, list[Reason]], quarantine_root: Path
+) -> list[FileRecord]:
+    """Every record kept; those of blamed samples (image and label) become quarantined with a copy."""
+    out = []
+    for rec in records:
+        why = reasons.get(rec.sample) if rec.sample is not None and rec.accepted else None
+        if not why:
+            out.append(rec)
+            continue
+        try:
+            data: bytes | None = verified_read(root, rec)
+        except (IntegrityError, OSError, UnsafePathError):
+            data = None  # bytes we cannot vouch for are not copied; the reason file says so
+        quarantine_file(quarantine_root, rec, data, why)
+        out.append(rec.quarantined(*why))
+    return out

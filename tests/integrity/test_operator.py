@@ -1,0 +1,136 @@
+"""IntegrityOperator inside a real Airflow run (dag.test, SQLite): XCom, templating, fail policy, Vault creds."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from secure_data.dataset.manifest import read_manifest
+from secure_data.dataset.stage import StageResult
+
+
+def _register(dag) -> None:
+    """dag.test() needs the DAG serialized in the metadata DB; an in-test DAG is in no bundle, so put it there."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=None, collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def _xcom(airflow_home: Path, dag_id: str, task_id: str):
+    db = sqlite3.connect(airflow_home / "airflow.db")
+    row = db.execute("select value from xcom where dag_id=? and task_id=? and key='return_value'",
+                     (dag_id, task_id)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def _flat(value, prefix=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flat(v, f"{prefix}{k}.")
+    else:
+        yield prefix.rstrip("."), value
+
+
+def test_operator_runs_in_dag_test_and_xcom_has_only_paths_digests_counts(airflow_home, dataset, tmp_path):
+    from airflow.sdk import DAG, task
+
+    from secure_data.operators.integrity import IntegrityOperator
+
+    (dataset / "images" / "train" / "text.jpg").write_text("not an image")
+    seen = tmp_path / "downstream.json"
+    dag_id = f"integrity_op_{uuid.uuid4().hex[:8]}"
+    with DAG(dag_id, schedule=None, params={"dataset": str(dataset), "out": str(tmp_path / "out")}) as dag:
+        result = IntegrityOperator(task_id="integrity", source="{{ params.dataset }}",
+                                   output_root="{{ params.out }}", config={"workers": 2, "min_width": 8},
+                                   background_images="quarantine")
+
+        @task
+        def downstream(value: dict) -> None:
+            seen.write_text(json.dumps(value))
+
+        downstream(result.output)
+    _register(dag)
+    run = dag.test()
+    assert run.state == "success"
+
+    value = _xcom(airflow_home, dag_id, "integrity")
+    assert value == json.loads(seen.read_text())  # what the next stage receives
+    result = StageResult.from_xcom(value)
+    assert result.stage == "integrity" and result.data_root == str(dataset)
+    assert Path(result.manifest_path).is_relative_to(tmp_path / "out" / dag_id)
+    manifest = read_manifest(result.manifest_path, expected_digest=result.manifest_digest)
+    assert result.counts["files"] == 18 and result.counts["quarantined"] == 1
+    assert manifest.by_path()["images/train/text.jpg"].reasons[0].code == "not_an_image"
+    # Only paths, digests, counts and flags: no lists of files, no pixels, no free text.
+    for key, v in _flat(value):
+        assert v is None or isinstance(v, bool | int) or (isinstance(v, str) and len(v) < 300), key
+    strings = [v for _, v in _flat(value) if isinstance(v, str)]
+    assert all(s.startswith(("sha256:", "/")) or s in ("integrity", "warn", "pass") for s in strings), strings
+
+
+def test_operator_fail_policy_fails_the_task(airflow_home, dataset, tmp_path):
+    from airflow.sdk import DAG
+
+    from secure_data.operators.integrity import IntegrityOperator
+
+    (dataset / "labels" / "train" / "train_00000.txt").write_text("0 0.5 0.5 0.1\n")
+    dag_id = f"integrity_fail_{uuid.uuid4().hex[:8]}"
+    with DAG(dag_id, schedule=None) as dag:
+        IntegrityOperator(task_id="integrity", source=str(dataset), output_root=str(tmp_path / "out"),
+                          invalid_labels="fail", retries=0)
+    _register(dag)
+    run = dag.test()
+    assert run.state == "failed"
+    assert _xcom(airflow_home, dag_id, "integrity") is None
+    manifests = list((tmp_path / "out").rglob("manifest.jsonl"))
+    assert len(manifests) == 1 and read_manifest(manifests[0]).header["verdict"] == "fail"
+
+
+@pytest.fixture
+def sanitizer_conn(openbao, monkeypatch):
+    from secure_data.testing.vault_fixtures import bootstrap_test_vault, vault_connection_env
+
+    result = bootstrap_test_vault(openbao)
+    for name, value in vault_connection_env(openbao, "sanitizer").items():
+        monkeypatch.setenv(name, value)
+    return result
+
+
+def test_object_storage_credentials_come_from_vault_and_never_leak(airflow_home, sanitizer_conn, openbao, dataset,
+                                                                     tmp_path, capfd):
+    import hvac
+    from airflow.sdk import DAG
+
+    from secure_data.operators.integrity import IntegrityOperator
+
+    secret_path = f"{sanitizer_conn.dataset_prefix}/raw"
+    root = hvac.Client(url=openbao.url, token=openbao.root_token)
+    creds = root.secrets.kv.v2.read_secret_version(path=secret_path, mount_point=sanitizer_conn.kv_mount,
+                                                   raise_on_deleted_version=True)["data"]["data"]
+    dag_id = f"integrity_vault_{uuid.uuid4().hex[:8]}"
+    with DAG(dag_id, schedule=None) as dag:
+        IntegrityOperator(task_id="integrity", source=f"file://{dataset}", output_root=str(tmp_path / "out"),
+                          storage_secret=secret_path, vault_conn_id="vault_sanitizer", config={"workers": 2})
+    _register(dag)
+    run = dag.test()
+    assert run.state == "success"
+    value = _xcom(airflow_home, dag_id, "integrity")
+    assert value["data_root"].endswith("/source/data")  # mirrored, not read in place
+    out = capfd.readouterr()
+    assert f"Storage credentials read from Vault path {secret_path}" in out.out + out.err  # control
+    haystacks = [json.dumps(value), out.out + out.err]
+    for base in (tmp_path / "out", airflow_home / "logs"):
+        haystacks += [p.read_bytes().decode("utf-8", "replace") for p in Path(base).rglob("*") if p.is_file()]
+    db = sqlite3.connect(airflow_home / "airflow.db")
+    haystacks += [str(v) for (v,) in db.execute(
+        "select rendered_fields from rendered_task_instance_fields where dag_id=?", (dag_id,))]
+    for field in ("access_key_id", "secret_access_key"):
+        assert creds[field] and not any(creds[field] in h for h in haystacks), field
