@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint
+	sh scripts/system-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO / "plugins"))
 
 UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9}
 DEFAULT_SIZES = "100KB,1MB,10MB,100MB"
-MODES = ("raw-enc", "aead-enc", "file-enc", "raw-dec", "aead-dec", "file-dec", "sha256")
+MODES = tuple(f"{op}-{where}-{what}" for op in ("enc", "dec") for where, what in
+              (("mem", "raw"), ("mem", "aead"), ("file", "raw"), ("file", "aead"), ("file", "full"))) + ("sha-mem-raw",)
 
 
 def parse_size(text: str) -> int:
@@ -81,43 +82,56 @@ def child(mode: str, path: str, repeat: int) -> dict:
     ad = b'{"package_id":"bench","path":"file.bin"}'
     size = os.path.getsize(path)
     enc_path, out_path = path + ".enc", path + ".out"
+    raw_path = path + ".raw"
+    chunk = stream.DEFAULT_CHUNK_SIZE
     baseline_rss = _peak_rss_mb()
-    if mode.startswith(("raw", "aead", "sha")):
-        data = Path(path).read_bytes()  # in-memory rows: the whole file is one buffer
-    if mode in ("aead-dec", "file-dec"):
-        with open(path, "rb") as reader, open(enc_path, "wb") as writer:
-            stream.encrypt_file(key, ad, reader, writer)
-        sealed_stream = Path(enc_path).read_bytes() if mode == "aead-dec" else b""
-    if mode == "raw-dec":
-        nonce = os.urandom(12)
-        sealed_raw = AESGCM(key).encrypt(nonce, data, ad)
+    op, where, what = mode.split("-")  # e.g. enc-mem-raw, dec-file-full
+    nonce = os.urandom(12)
+    data = Path(path).read_bytes() if where == "mem" else b""
+    if op == "dec":  # make the ciphertext once, outside the timed loop
+        if what == "raw":
+            sealed = AESGCM(key).encrypt(nonce, Path(path).read_bytes(), ad)
+            if where == "file":
+                Path(raw_path).write_bytes(sealed)
+                sealed = b""
+        else:
+            with open(path, "rb") as reader, open(enc_path, "wb") as writer:
+                stream.encrypt_file(key, ad, reader, writer)
+            sealed = Path(enc_path).read_bytes() if where == "mem" else b""
+    digests = what == "full"
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        if mode == "raw-enc":
-            sealed = AESGCM(key).encrypt(os.urandom(12), data, ad)
-            del sealed
-        elif mode == "raw-dec":
-            plain = AESGCM(key).decrypt(nonce, sealed_raw, ad)
-            del plain
-        elif mode == "aead-enc":
-            stream.encrypt_chunks(key, ad, stream.iter_buffer(data, stream.DEFAULT_CHUNK_SIZE), _Sink().write,
-                                  size_hint=size, hash_plaintext=False, hash_ciphertext=False)
-        elif mode == "aead-dec":
-            stream.decrypt_file(key, ad, io.BytesIO(sealed_stream), _Sink().write, hashes=False)
-        elif mode == "sha256":
+        if mode == "sha-mem-raw":
             hashlib.sha256(data).hexdigest()
-        elif mode == "file-enc":
+        elif (op, where, what) == ("enc", "mem", "raw"):
+            AESGCM(key).encrypt(nonce, data, ad)
+        elif (op, where, what) == ("dec", "mem", "raw"):
+            AESGCM(key).decrypt(nonce, sealed, ad)
+        elif (op, where, what) == ("enc", "file", "raw"):  # the naive whole-file way: read, seal, write
+            blob = AESGCM(key).encrypt(nonce, Path(path).read_bytes(), ad)
+            Path(raw_path).write_bytes(blob)
+            del blob
+        elif (op, where, what) == ("dec", "file", "raw"):
+            blob = AESGCM(key).decrypt(nonce, Path(raw_path).read_bytes(), ad)
+            Path(out_path).write_bytes(blob)
+            del blob
+        elif (op, where) == ("enc", "mem"):
+            stream.encrypt_chunks(key, ad, stream.iter_buffer(data, chunk), _Sink().write, size_hint=size,
+                                  hash_plaintext=False, hash_ciphertext=False)
+        elif (op, where) == ("dec", "mem"):
+            stream.decrypt_file(key, ad, io.BytesIO(sealed), _Sink().write, hashes=False)
+        elif (op, where) == ("enc", "file"):
             with open(path, "rb") as reader, open(enc_path, "wb") as writer:
-                stream.encrypt_file(key, ad, reader, writer)  # + SHA-256 of plaintext and ciphertext
-        elif mode == "file-dec":
+                stream.encrypt_file(key, ad, reader, writer, hashes=digests)
+        elif (op, where) == ("dec", "file"):
             with open(enc_path, "rb") as reader, open(out_path, "wb") as writer:
-                result = stream.decrypt_file(key, ad, reader, writer.write)  # + both SHA-256
+                result = stream.decrypt_file(key, ad, reader, writer.write, hashes=digests)
             assert result.plaintext_size == size
         else:
             raise ValueError(mode)
         best = min(best, time.perf_counter() - start)
-    for leftover in (enc_path, out_path):
+    for leftover in (enc_path, out_path, raw_path):
         Path(leftover).unlink(missing_ok=True)
     return {"mode": mode, "size": size, "seconds": best, "mb_s": size / best / 1e6,
             "peak_rss_mb": _peak_rss_mb(), "baseline_rss_mb": baseline_rss}
@@ -153,7 +167,7 @@ def package_round_trip(size: int, workdir: Path) -> dict:
         info = build_package(workdir / "packages", sources, sanitizer, name="bench")
         build_s = time.perf_counter() - start
         start = time.perf_counter()
-        with open_package(info.uri, trainer, scratch_parent=str(workdir)) as pkg:
+        with open_package(info.uri, trainer) as pkg:  # default scratch: /dev/shm when it has room
             open_s = time.perf_counter() - start
             assert (pkg.path / "blob.bin").stat().st_size == size
     return {"size": size, "build_mb_s": size / build_s / 1e6, "open_mb_s": size / open_s / 1e6,
@@ -201,27 +215,29 @@ def main() -> int:
 
     load = os.getloadavg()
     print("# secure-data hand-off crypto benchmark")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
           f"{_cpu_model()} | load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"python {platform.python_version()}, cryptography {_version('cryptography')}")
     print(f"command: python bench/handoff_crypto.py {' '.join(sys.argv[1:])}".rstrip())
     print()
-    print("| size | raw enc | AEAD enc | ratio | raw dec | AEAD dec | ratio | file enc | file dec | SHA-256 "
-          "| peak RSS MB: raw enc / file enc / file dec |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, r in rows:
-        mb = {mode: r[mode]["mb_s"] for mode in MODES}
-        print(f"| {human(size)} | {mb['raw-enc']:.0f} | {mb['aead-enc']:.0f} | {mb['aead-enc'] / mb['raw-enc']:.0%} "
-              f"| {mb['raw-dec']:.0f} | {mb['aead-dec']:.0f} | {mb['aead-dec'] / mb['raw-dec']:.0%} "
-              f"| {mb['file-enc']:.0f} | {mb['file-dec']:.0f} | {mb['sha256']:.0f} "
-              f"| {r['raw-enc']['peak_rss_mb']:.0f} / {r['file-enc']['peak_rss_mb']:.0f} / "
-              f"{r['file-dec']['peak_rss_mb']:.0f} |")
-    print("\nthroughput in MB/s (10^6 B) of plaintext, best of the repeats. raw = AESGCM one call on the whole "
-          "buffer (peer); AEAD = chunked streaming AEAD, memory to memory, no digests; file = file to file with "
-          "the plaintext and ciphertext SHA-256 the manifest needs; SHA-256 = hashlib on the whole buffer.")
+    for op, title in (("enc", "encrypt"), ("dec", "decrypt")):
+        print(f"\n{title} (MB/s of plaintext; ratio = streaming AEAD / raw AES-GCM one call)\n")
+        print("| size | raw, memory | stream AEAD, memory | ratio | raw, file to file | stream AEAD, file to file "
+              "| ratio | stream + both SHA-256, file to file | peak RSS MB: raw file / stream file / stream + SHA |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for size, r in rows:
+            mb = {m: r[m]["mb_s"] for m in MODES}
+            rss = {m: r[m]["peak_rss_mb"] for m in MODES}
+            print(f"| {human(size)} | {mb[op + '-mem-raw']:.0f} | {mb[op + '-mem-aead']:.0f} "
+                  f"| {mb[op + '-mem-aead'] / mb[op + '-mem-raw']:.0%} | {mb[op + '-file-raw']:.0f} "
+                  f"| {mb[op + '-file-aead']:.0f} | {mb[op + '-file-aead'] / mb[op + '-file-raw']:.0%} "
+                  f"| {mb[op + '-file-full']:.0f} | {rss[op + '-file-raw']:.0f} / {rss[op + '-file-aead']:.0f} / "
+                  f"{rss[op + '-file-full']:.0f} |")
+    print("\nSHA-256 alone (hashlib, one buffer), MB/s: "
+          + ", ".join(f"{human(size)} {r['sha-mem-raw']['mb_s']:.0f}" for size, r in rows))
     if rows:
-        print(f"\n(process baseline before measuring: {rows[0][1]['stream-enc']['baseline_rss_mb']:.0f} MB RSS)")
+        print(f"process RSS before measuring: {rows[0][1]['enc-file-aead']['baseline_rss_mb']:.0f} MB")
     if package:
         print(f"\npackage round trip, one {human(package['size'])} file, real OpenBao: "
               f"build {package['build_mb_s']:.0f} MB/s ({package['build_s']:.2f} s), "

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from secure_data.testing.demo import DemoConfig, run_demo  # noqa: E402
+from secure_data.testing.demo import run_demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = Path(args.out) / stamp
     started = time.monotonic()
-    summary = run_demo(DemoConfig(workdir=workdir, source=Path(args.source) if args.source else None,
-                                  timeout=args.timeout, log=lambda msg: print(f"[demo] {msg}", flush=True)))
+    summary = run_demo(workdir, Path(args.source) if args.source else None, timeout=args.timeout,
+                       log=lambda msg: print(f"[demo] {msg}", flush=True))
     summary["seconds"] = round(time.monotonic() - started, 1)
     latest = Path(args.out) / "latest"
     if latest.is_symlink() or latest.exists():

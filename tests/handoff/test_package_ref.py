@@ -6,7 +6,7 @@ Asset-triggered run), built the way the task runner builds them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,7 +34,7 @@ def _extra(package_id: str) -> dict:
 
 
 def test_asset_event_wins_and_newest_event_is_used():
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     ctx = _context((PACKAGE_ASSET, _extra("pkg-old"), t0), (PACKAGE_ASSET, _extra("pkg-new"), t0 + timedelta(1)))
     ref = resolve_package_ref(ctx, PACKAGE_ASSET, package_uri="file:///ignored")
     assert (ref.uri, ref.package_id, ref.manifest_digest) == ("file:///packages/pkg-new", "pkg-new",
@@ -43,7 +43,7 @@ def test_asset_event_wins_and_newest_event_is_used():
 
 
 def test_events_of_other_assets_are_ignored_and_manual_uri_is_used():
-    ctx = _context((package_asset("other"), _extra("pkg-x"), datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    ctx = _context((package_asset("other"), _extra("pkg-x"), datetime(2026, 1, 1, tzinfo=UTC)))
     ref = resolve_package_ref(ctx, PACKAGE_ASSET, package_uri="/data/packages/p1", expected_package_id="p1")
     assert (ref.uri, ref.package_id, ref.manifest_digest) == ("/data/packages/p1", "p1", None)
 
@@ -54,7 +54,7 @@ def test_no_event_and_no_uri_is_a_clear_error():
 
 
 def test_event_without_uri_is_a_clear_error():
-    ctx = _context((PACKAGE_ASSET, {"package_id": "p"}, datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    ctx = _context((PACKAGE_ASSET, {"package_id": "p"}, datetime(2026, 1, 1, tzinfo=UTC)))
     with pytest.raises(ValueError, match="no package_uri"):
         resolve_package_ref(ctx, PACKAGE_ASSET)
 

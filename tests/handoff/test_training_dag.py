@@ -43,6 +43,11 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
     import hashlib
 
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == result["result"]["weights_sha256"]
+    # plots=False: no training mosaics (plaintext pixels) outside the scratch space
+    from secure_data.dataset.layout import IMAGE_SUFFIXES
+
+    written = [p for p in (tmp_path / "models").rglob("*") if p.is_file()]
+    assert written and not [p for p in written if p.suffix.lower() in IMAGE_SUFFIXES], written
 
 
 def test_training_dag_refuses_a_package_of_another_id(airflow_home, openbao, vault, sanitizer_ks, small_dataset,

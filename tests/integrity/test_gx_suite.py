@@ -22,7 +22,7 @@ def test_data_docs_html_lands_in_the_report_folder(dataset, layout_factory):
     layout = layout_factory()
     result = run_integrity(dataset, layout, config=IntegrityConfig(workers=2))
     docs = layout.report / "gx"
-    assert Path(result.extra["gx_docs"]) == docs / "index.html"
+    assert Path(result.extra["gx_data_docs"]) == docs / "index.html"
     index = (docs / "index.html").read_text()
     assert "integrity_images" in index and "integrity_splits" in index and "integrity_classes" in index
     pages = list((docs / "validations").rglob("*.html"))

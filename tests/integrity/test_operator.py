@@ -47,9 +47,14 @@ def test_operator_runs_in_dag_test_and_xcom_has_only_paths_digests_counts(airflo
     (dataset / "images" / "train" / "text.jpg").write_text("not an image")
     seen = tmp_path / "downstream.json"
     dag_id = f"integrity_op_{uuid.uuid4().hex[:8]}"
-    with DAG(dag_id, schedule=None, params={"dataset": str(dataset), "out": str(tmp_path / "out")}) as dag:
+    params = {"dataset": str(dataset), "out": str(tmp_path / "out"), "max_pixels": 1_000_000,
+              "reference_manifest": None, "tamper_policy": "warn"}
+    with DAG(dag_id, schedule=None, params=params, render_template_as_native_obj=True) as dag:
+        # the shape the main DAG uses: native rendering, config values from params
         result = IntegrityOperator(task_id="integrity", source="{{ params.dataset }}",
-                                   output_root="{{ params.out }}", config={"workers": 2, "min_width": 8},
+                                   output_root="{{ params.out }}", reference_manifest="{{ params.reference_manifest }}",
+                                   config={"workers": 2, "max_pixels": "{{ params.max_pixels }}",
+                                           "tamper_policy": "{{ params.tamper_policy }}"},
                                    background_images="quarantine")
 
         @task
@@ -68,12 +73,21 @@ def test_operator_runs_in_dag_test_and_xcom_has_only_paths_digests_counts(airflo
     assert Path(result.manifest_path).is_relative_to(tmp_path / "out" / dag_id)
     manifest = read_manifest(result.manifest_path, expected_digest=result.manifest_digest)
     assert result.counts["files"] == 18 and result.counts["quarantined"] == 1
+    assert manifest.header["config"]["max_pixels"] == 1_000_000 and manifest.header["config"]["tamper_added"] == "warn"
     assert manifest.by_path()["images/train/text.jpg"].reasons[0].code == "not_an_image"
     # Only paths, digests, counts and flags: no lists of files, no pixels, no free text.
     for key, v in _flat(value):
         assert v is None or isinstance(v, bool | int) or (isinstance(v, str) and len(v) < 300), key
     strings = [v for _, v in _flat(value) if isinstance(v, str)]
     assert all(s.startswith(("sha256:", "/")) or s in ("integrity", "warn", "pass") for s in strings), strings
+
+
+def test_bad_policy_is_refused_at_dag_parse_time():
+    from secure_data.operators.integrity import IntegrityOperator
+
+    with pytest.raises(ValueError, match="orphan_labels"):
+        IntegrityOperator(task_id="x", source="/data", orphan_labels="ignore")
+    IntegrityOperator(task_id="y", source="/data", background_images="accept", gx_policy="{{ params.gx }}")
 
 
 def test_operator_fail_policy_fails_the_task(airflow_home, dataset, tmp_path):

@@ -116,13 +116,16 @@ def test_xcom_value_is_only_paths_digests_counts(mixed_run):
     assert Path(value["manifest_path"] + ".sha256").read_text().strip() == value["manifest_digest"]
 
 
-@pytest.mark.parametrize(("policy", "status"), [("warn", "accepted"), ("quarantine", "quarantined")])
+@pytest.mark.parametrize(("policy", "status"),
+                         [("accept", "accepted"), ("warn", "accepted"), ("quarantine", "quarantined")])
 def test_background_and_empty_label_policies(mixed, layout_factory, policy, status):
     cfg = IntegrityConfig(background_images=policy, empty_labels=policy, workers=2)
     records = _records(run_integrity(mixed.root, layout_factory(), config=cfg))
     assert records["images/train/train_00017.jpg"].status == status
     assert records["labels/train/train_00016.txt"].status == status
     assert records["images/train/train_00016.jpg"].status == status  # the sample moves as a unit
+    has_reason = bool(records["images/train/train_00017.jpg"].reasons)
+    assert has_reason == (policy != "accept")
 
 
 def test_fail_policy_writes_everything_then_raises(mixed, layout_factory):
@@ -199,6 +202,17 @@ def test_config_from_dict_is_strict():
         IntegrityConfig(orphan_labels="ignore")
     with pytest.raises(ValueError, match="gx_dataset_policy"):
         IntegrityConfig(gx_dataset_policy="quarantine")
+    with pytest.raises(ValueError, match="must be one of"):
+        IntegrityConfig(invalid_labels="accept")  # only the background-image policies may accept silently
+    # values rendered by non-native templates are converted; tamper_policy is a shorthand
+    cfg = IntegrityConfig.from_dict({"max_pixels": "1000", "allowed_formats": "JPEG, PNG", "min_image_valid_rate": "0.2",
+                                     "max_images_per_split": "None", "allowed_channels": "[1, 3]",
+                                     "tamper_policy": "warn", "tamper_modified": "fail"})
+    assert (cfg.max_pixels, cfg.allowed_formats, cfg.min_image_valid_rate, cfg.max_images_per_split,
+            cfg.allowed_channels) == (1000, ("JPEG", "PNG"), 0.2, None, (1, 3))
+    assert (cfg.tamper_added, cfg.tamper_modified) == ("warn", "fail")
+    with pytest.raises(ValueError, match="not a valid int"):
+        IntegrityConfig.from_dict({"max_pixels": "lots"})
 
 
 def test_a_crashing_check_becomes_a_reason_not_a_crash(dataset, layout_factory, monkeypatch):

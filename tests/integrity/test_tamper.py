@@ -101,3 +101,12 @@ def test_a_tampered_reference_is_refused(dataset, reference, layout_factory, tmp
     forged.write_bytes(Path(path).read_bytes().replace(b'"accepted"', b'"quarantined"', 1))
     with pytest.raises(ManifestError, match="expected"):
         run_integrity(dataset, layout_factory(), config=CFG, reference_manifest=str(forged), reference_digest=digest)
+
+
+def test_a_modified_data_yaml_fails_rather_than_orphaning_every_label(dataset, reference, layout_factory):
+    path, digest = reference
+    (dataset / "data.yaml").write_text((dataset / "data.yaml").read_text().replace("plate", "licence_plate"))
+    with pytest.raises(IntegrityFailed, match="tamper_modified") as info:
+        run_integrity(dataset, layout_factory(), config=CFG, reference_manifest=path, reference_digest=digest)
+    header = read_manifest(info.value.result.manifest_path).header
+    assert header["class_names"] == ["face", "licence_plate"] and header["actions"]["tamper_modified"] == "fail"

@@ -56,19 +56,19 @@ def read_audit_lines(path: str | os.PathLike, *, repair: bool = False) -> list[d
     data = p.read_bytes()
     end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn write
     lines: list[dict[str, Any]] = []
-    good = 0
-    for raw in data[:end].split(b"\n"):
-        if not raw:
-            good += 1
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            break  # a torn line in the middle can only come from a crash mid-write: stop trusting here
-        if not isinstance(obj, dict) or obj.get("schema") != AUDIT_SCHEMA:
-            break
-        lines.append(obj)
-        good += len(raw) + 1
+    good = 0  # offset just after the last line that parsed
+    while good < end:
+        nl = data.index(b"\n", good)
+        raw = data[good:nl]
+        if raw.strip():
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                break  # only a crash mid-write makes a bad line: nothing after it is trusted
+            if not isinstance(obj, dict) or obj.get("schema") != AUDIT_SCHEMA:
+                break
+            lines.append(obj)
+        good = nl + 1
     if repair and good < len(data):
         with open(p, "r+b") as fh:
             fh.truncate(good)

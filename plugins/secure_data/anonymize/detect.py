@@ -68,15 +68,21 @@ def letterbox_group(images: Sequence[torch.Tensor], canvas: tuple[int, int], new
     import torch
     import torch.nn.functional as F
 
-    batch = torch.stack(list(images))
-    h, w = batch.shape[2], batch.shape[3]
+    h, w = int(images[0].shape[1]), int(images[0].shape[2])
     nh, nw = new
-    if (nh, nw) != (h, w):
-        if batch.device.type == "cpu":
-            # uint8 bilinear has a fast channels-last kernel on the CPU; on CUDA resize in the compute dtype.
-            batch = F.interpolate(batch.contiguous(memory_format=torch.channels_last), size=(nh, nw),
-                                  mode="bilinear", align_corners=False, antialias=False)
-        else:
+    if images[0].device.type == "cpu":
+        import cv2
+        import numpy as np
+
+        # OpenCV's INTER_LINEAR (what Ultralytics itself uses) on the HWC pixels: several times faster
+        # on the CPU than stacking full-size CHW tensors first.
+        hwc = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in images]
+        if (nh, nw) != (h, w):
+            hwc = [cv2.resize(a, (nw, nh), interpolation=cv2.INTER_LINEAR) for a in hwc]
+        batch = torch.from_numpy(np.stack(hwc)).permute(0, 3, 1, 2)
+    else:
+        batch = torch.stack(list(images))
+        if (nh, nw) != (h, w):
             batch = F.interpolate(batch.to(dtype), size=(nh, nw), mode="bilinear", align_corners=False)
     ch, cw = canvas
     top, left = (ch - nh) // 2, (cw - nw) // 2

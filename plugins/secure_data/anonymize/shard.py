@@ -140,6 +140,31 @@ def _line_is_complete(line: Mapping[str, Any], paths: StagePaths) -> bool:
     return False
 
 
+def _sweep_partial_writes(paths: StagePaths, records: Sequence[FileRecord]) -> int:
+    """Remove temp files a killed try left next to this shard's outputs and quarantine copies.
+
+    They are this stage's own unfinished writes, never input data; left alone they would show up
+    as stray files in the published dataset.
+    """
+    names: dict[Path, set[str]] = {}
+    for rec in records:
+        out = paths.output(rec.path)
+        names.setdefault(out.parent, set()).add(out.name)
+        reason = paths.reason_file(rec.path)
+        names.setdefault(reason.parent, set()).update({reason.name, reason.name.removesuffix(REASON_SUFFIX)})
+    removed = 0
+    for directory, wanted in names.items():
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                stem = entry.name[1:].rsplit(".", 2)[0]
+                if stem in wanted:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
 # ---------------------------------------------------------------------------------------------- shard
 
 
@@ -192,12 +217,10 @@ def _write_anonymized(engine, paths: StagePaths, record: FileRecord, outcome, im
 def _write_quarantined(engine, paths: StagePaths, record: FileRecord, data: bytes | None, reason: Reason,
                        outcome=None) -> dict[str, Any]:
     quarantine_file(paths.quarantine_root, record, data, [reason])
-    line = {**_base_line(engine, record), "status": QUARANTINED, "reasons": [reason.to_dict()],
-            "output_sha256": None, "output_size": None}
-    if outcome is not None:
-        line["boxes"] = [f.to_list() for f in outcome.findings]
-        line["verification"] = outcome.verification()
-    return line
+    return {**_base_line(engine, record), "status": QUARANTINED, "reasons": [reason.to_dict()],
+            "output_sha256": None, "output_size": None, "width": None, "height": None,
+            "boxes": [f.to_list() for f in outcome.findings] if outcome is not None else [],
+            "verification": outcome.verification() if outcome is not None else None}
 
 
 def _process_batch(engine, paths: StagePaths, loaded: list[_Loaded], skip: set[str], writers: ThreadPoolExecutor):
@@ -261,6 +284,8 @@ def run_anonymize_shard(
     audit_path = shard_dir / "audit.jsonl"
     started = time.perf_counter()
     with _shard_lock(shard_dir / "lock"):
+        if audit_path.exists():  # a retry: clear what the killed try was half-way through writing
+            _sweep_partial_writes(paths, records)
         previous = latest_by_path(read_audit_lines(audit_path, repair=True), engine.params_sha256)
         done = {p for p, line in previous.items() if _line_is_complete(line, paths)}
         size = config.batch_size

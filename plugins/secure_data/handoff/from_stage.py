@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -48,7 +49,8 @@ def upstream_digests(stage: StageResult, lineage: Sequence[StageResult] = ()) ->
 def derived_package_id(name: str, *parts: str) -> str:
     """A package id that is stable for the same (run, input): a retried task finds its own package."""
     digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:24]
-    return check_package_id(f"{name}-{digest}")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip("._-") or "pkg"
+    return check_package_id(f"{safe}-{digest}")
 
 
 def sources_from_manifest(manifest: Manifest, data_root: str | os.PathLike, *,

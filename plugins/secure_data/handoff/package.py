@@ -268,7 +268,7 @@ class PackageInfo:
 
 def new_package_id(name: str = "pkg") -> str:
     """``<name>-<UTC time>-<16 random hex>``: sortable, unique, filesystem-safe."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "pkg"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip("._-") or "pkg"
     return f"{safe}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(8)}"
 
 

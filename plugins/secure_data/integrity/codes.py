@@ -15,6 +15,7 @@ STAGE = "integrity"
 FAIL = "fail"
 WARN = "warn"
 QUARANTINE = "quarantine"
+ACCEPT = "accept"  # only for the two YOLO background-image conventions: no reason is recorded at all
 ACTIONS = (FAIL, WARN, QUARANTINE)
 # The stronger action wins when one file collects several findings.
 ACTION_RANK = {WARN: 0, QUARANTINE: 1, FAIL: 2}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from secure_data.integrity.codes import ACTIONS, FAIL, QUARANTINE, WARN
+from secure_data.integrity.codes import ACCEPT, ACTIONS, FAIL, QUARANTINE, WARN
 
 # Fields that only tune execution. They stay out of the manifest header, so
 # running with more workers gives the same manifest digest.
@@ -20,6 +20,11 @@ POLICY_FIELDS = (
     "exif_orientation", "unexpected_files", "tamper_added", "tamper_removed", "tamper_modified", "gx_policy",
     "gx_dataset_policy",
 )
+# Images without labels and empty label files are YOLO's two ways of saying "background image":
+# these two policies may also be "accept" (nothing recorded).
+ACCEPTING_POLICIES = frozenset({"background_images", "empty_labels"})
+# Shorthands accepted by from_dict: one key setting several policies (explicit keys win).
+ALIASES = {"tamper_policy": ("tamper_added", "tamper_modified")}
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,9 @@ class IntegrityConfig:
     def __post_init__(self) -> None:
         for name in POLICY_FIELDS:
             value = getattr(self, name)
-            if value not in ACTIONS:
-                raise ValueError(f"policy {name}={value!r} must be one of {ACTIONS}")
+            allowed = (*ACTIONS, ACCEPT) if name in ACCEPTING_POLICIES else ACTIONS
+            if value not in allowed:
+                raise ValueError(f"policy {name}={value!r} must be one of {allowed}")
         if self.gx_dataset_policy not in (FAIL, WARN):
             raise ValueError("gx_dataset_policy must be 'fail' or 'warn': a table-level expectation names no sample")
         unknown = sorted(set(self.allowed_formats) - set(KNOWN_FORMATS))
@@ -91,14 +97,26 @@ class IntegrityConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> IntegrityConfig:
-        """Build from a plain mapping (operator argument, YAML); unknown keys are an error, lists become tuples."""
+        """Build from a plain mapping (operator argument, YAML, rendered template).
+
+        Unknown keys are an error; lists become tuples; strings from non-native templates are
+        converted to the field's type ("50000000" -> 50000000, "JPEG,PNG" -> ("JPEG", "PNG"),
+        "" / "None" -> None where None is allowed); ``tamper_policy`` sets tamper_added and
+        tamper_modified unless those are given too.
+        """
         if not data:
             return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields) - set(ALIASES))
         if unknown:
             raise ValueError(f"unknown integrity config keys: {unknown}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {}
+        for alias, targets in ALIASES.items():
+            if data.get(alias) is not None:
+                values.update(dict.fromkeys(targets, data[alias]))
+        for key, raw in data.items():
+            if key in fields:
+                values[key] = _coerce(key, raw, fields[key].type, getattr(cls, key, None))
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> IntegrityConfig:
@@ -117,3 +135,27 @@ class IntegrityConfig:
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+def _coerce(name: str, value: Any, annotation: Any, default: Any) -> Any:
+    """A value of the field's type (annotations are strings under ``from __future__ import annotations``)."""
+    text = str(annotation)
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, str) or text == "str":
+        return value
+    stripped = value.strip()
+    if "None" in text and stripped in ("", "None", "null"):
+        return None
+    try:
+        if text.startswith("tuple"):
+            items = [v.strip().strip("'\"") for v in stripped.strip("()[]").split(",")]
+            items = [v for v in items if v]
+            return tuple(int(v) for v in items) if "int" in text else tuple(items)
+        if text.startswith("int"):
+            return int(stripped)
+        if text.startswith("float"):
+            return float(stripped)
+    except ValueError as exc:
+        raise ValueError(f"integrity config {name}={value!r} is not a valid {text}") from exc
+    return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +29,7 @@ SYMLINK = "symlink"
 SPECIAL = "special"
 UNSAFE = "unsafe"
 REFUSED = "refused"
+UNREADABLE_DIR = "unreadable_dir"
 _CHUNK = 1024 * 1024
 
 
@@ -41,7 +42,7 @@ class InputEntry:
     split: str | None
     sample: str | None
     state: str  # regular | symlink | special | unsafe | refused
-    fs_name: str = ""  # the name on disk when it differs from ``path`` (unsafe names)
+    fs_name: str = ""  # for unsafe names: the name on disk; for unreadable directories: the error
     expected_sha256: str | None = None  # from the mirror index, when the source was mirrored
     refused: RefusedEntry | None = None
 
@@ -53,7 +54,6 @@ class FileResult:
     readable: bool = True  # False when the bytes were not (or could not be) read: no quarantine copy
     copyable: bool = True  # False when too large to copy into quarantine in memory
     safe_name: bool = True  # False when the name cannot be used as a path inside the quarantine
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _sample_of(rel: str, kind: str, split: str | None) -> str | None:
@@ -93,14 +93,22 @@ def list_entries(data_root: Path, mirror: Mirror | None = None) -> list[InputEnt
     entry (a symlink), never a tree to descend into.
     """
     entries: list[InputEntry] = []
-    stack = [data_root]
+    base = os.fspath(data_root)
+    cut = len(base.rstrip(os.sep)) + 1
+    stack = [base]
     while stack:
         directory = stack.pop()
-        with os.scandir(directory) as it:
+        try:
+            it = os.scandir(directory)
+        except OSError as exc:
+            # An unreadable directory is reported as one input entry rather than crashing the walk.
+            entries.append(_entry(directory[cut:], UNREADABLE_DIR, fs_name=f"{type(exc).__name__}: {exc.strerror}"))
+            continue
+        with it:
             for de in it:
-                rel = Path(de.path).relative_to(data_root).as_posix()
+                rel = de.path[cut:]  # scandir joins with "/" on POSIX: already a POSIX relative path
                 if de.is_dir(follow_symlinks=False):
-                    stack.append(Path(de.path))
+                    stack.append(de.path)
                     continue
                 if de.is_symlink():
                     state = SYMLINK
@@ -179,6 +187,8 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
         target = os.fsencode(os.readlink(root / entry.path))
         return _not_read(entry, codes.SYMLINK, "symbolic link (not followed)",
                          hashlib.sha256(target).hexdigest(), len(target))
+    if entry.state == UNREADABLE_DIR:
+        return _not_read(entry, codes.UNREADABLE, f"directory cannot be listed ({entry.fs_name})")
     if entry.state == SPECIAL:
         return _not_read(entry, codes.NOT_REGULAR_FILE, "not a regular file (device, FIFO or socket)")
 

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from secure_data.dataset.layout import DATA_YAML, parse_class_names
 from secure_data.dataset.manifest import (
     FileRecord,
     IntegrityError,
+    Manifest,
     Reason,
     canonical_json,
     count_records,
@@ -43,7 +44,7 @@ from secure_data.dataset.quarantine import quarantine_file
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.dataset.storage import Mirror, is_remote, mirror_source, source_label
 from secure_data.integrity import codes
-from secure_data.integrity.codes import FAIL, POLICY_OF, QUARANTINE, STAGE, WARN, Finding, stronger
+from secure_data.integrity.codes import ACCEPT, FAIL, POLICY_OF, QUARANTINE, STAGE, WARN, Finding, stronger
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import REGULAR, FileResult, InputEntry, check_entry, list_entries, read_once
 from secure_data.integrity.images import configure_pillow
@@ -55,6 +56,12 @@ HEADER_FORMAT = "secure-data/integrity-header/v1"
 MANIFEST_NAME = "manifest.jsonl"
 TAMPER_DIFF_NAME = "tamper_diff.jsonl"
 MAX_DATA_YAML_BYTES = 1024 * 1024
+BATCH = 32  # files per pool task
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 class DatasetError(ValueError):
@@ -77,10 +84,17 @@ def action_for(code: str, config: IntegrityConfig) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _worst(found: Iterable[Finding], config: IntegrityConfig) -> str | None:
+def file_action(path: str, code: str, config: IntegrityConfig) -> str:
+    """The action for a finding on ``path``. data.yaml cannot be quarantined without orphaning every
+    label (it holds the class names), so what would quarantine it fails the stage instead."""
+    action = action_for(code, config)
+    return FAIL if path == DATA_YAML and action == QUARANTINE else action
+
+
+def _worst(found: Iterable[Finding], config: IntegrityConfig, path: str = "") -> str | None:
     action = None
     for f in found:
-        action = stronger(action, action_for(f.code, config))
+        action = stronger(action, file_action(path, f.code, config))
     return action
 
 
@@ -124,9 +138,8 @@ def _pairing_findings(results: Mapping[str, FileResult]) -> dict[str, list[Findi
     return out
 
 
-def _tamper_findings(results: Mapping[str, FileResult], reference_path: str, reference_digest: str | None,
+def _tamper_findings(results: Mapping[str, FileResult], reference: Manifest,
                      stage_dir: Path) -> tuple[dict[str, list[Finding]], list[Finding], dict[str, Any]]:
-    reference = read_manifest(reference_path, expected_digest=reference_digest)
     changes = diff_records((r.record for r in results.values()), reference)
     per_file: dict[str, list[Finding]] = defaultdict(list)
     dataset: list[Finding] = []
@@ -159,7 +172,7 @@ def _tamper_findings(results: Mapping[str, FileResult], reference_path: str, ref
 def _rejected_samples(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
                       config: IntegrityConfig) -> tuple[set[str], set[str]]:
     """(paths rejected by their own findings, samples that contain one)."""
-    rejected = {p for p, fs in findings.items() if _worst(fs, config) in (QUARANTINE, FAIL)}
+    rejected = {p for p, fs in findings.items() if _worst(fs, config, p) in (QUARANTINE, FAIL)}
     samples = {results[p].record.sample for p in rejected if results[p].record.sample is not None}
     return rejected, samples
 
@@ -185,7 +198,7 @@ def _gx_tables(results: Mapping[str, FileResult], findings: Mapping[str, list[Fi
         image_ok = _worst(own, config) not in (QUARANTINE, FAIL)
         label = label_of.get(rec.sample or "")
         if label is None:
-            label_ok = action_for(codes.IMAGE_WITHOUT_LABEL, config) == WARN
+            label_ok = action_for(codes.IMAGE_WITHOUT_LABEL, config) in (WARN, ACCEPT)
         else:
             label_ok = label.record.path not in rejected
         candidate = rec.sample not in bad_samples
@@ -255,6 +268,8 @@ def run_integrity(
     workers = config.workers or os.cpu_count() or 1
     stage_dir = layout.stage(STAGE)
     qroot = layout.quarantine(STAGE)
+    # The reference first: a forged or missing reference must fail before any work is done.
+    reference = read_manifest(reference_manifest, expected_digest=reference_digest) if reference_manifest else None
     stage_dir.mkdir(parents=True, exist_ok=True)
 
     mirror: Mirror | None = None
@@ -272,9 +287,17 @@ def run_integrity(
     yaml_record, class_names = _read_class_names(data_root, entries)
     todo = [e for e in entries if e.path != DATA_YAML]
     log.info("integrity: %d files under %s, %d workers", len(entries), label, workers)
+    n_classes = len(class_names)
+
+    def check_batch(batch: list[InputEntry]) -> list[FileResult]:
+        return [check_entry(data_root, e, config, n_classes) for e in batch]
+
+    results: dict[str, FileResult] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        checked = list(pool.map(lambda e: check_entry(data_root, e, config, len(class_names)), todo))
-    results: dict[str, FileResult] = {r.record.path: r for r in checked}
+        # Small batches: one future per file costs more than checking a small label file.
+        for batch in pool.map(check_batch, _batches(todo, BATCH)):
+            for r in batch:
+                results[r.record.path] = r
     results[DATA_YAML] = FileResult(yaml_record)
 
     findings: dict[str, list[Finding]] = {p: list(r.findings) for p, r in results.items()}
@@ -282,12 +305,14 @@ def run_integrity(
         findings[path].extend(extra)
     dataset_findings: list[Finding] = []
     tamper_summary = None
-    if reference_manifest:
-        per_file, removed, tamper_summary = _tamper_findings(results, reference_manifest, reference_digest,
-                                                             stage_dir)
+    if reference is not None:
+        per_file, removed, tamper_summary = _tamper_findings(results, reference, stage_dir)
         for path, extra in per_file.items():
             findings[path].extend(extra)
         dataset_findings.extend(removed)
+
+    # "accept" (background-image policies only) means: not even a warning.
+    findings = {p: [f for f in fs if action_for(f.code, config) != ACCEPT] for p, fs in findings.items()}
 
     from secure_data.integrity.gx_suite import run_suite  # pulls in GX and pandas (~3 s, once per process)
 
@@ -319,7 +344,7 @@ def run_integrity(
     to_quarantine: list[tuple[FileResult, FileRecord, tuple[Reason, ...]]] = []
     for path, res in sorted(results.items()):
         reasons = tuple(Reason(f.code, f.detail, STAGE) for f in findings[path])
-        action = _worst(findings[path], config)
+        action = _worst(findings[path], config, path)
         base = res.record
         if action in (QUARANTINE, FAIL):
             rec = base.quarantined(*reasons)
@@ -340,11 +365,12 @@ def run_integrity(
     for rec in records.values():
         for r in rec.reasons:
             reason_counts[r.code] += 1
-            actions[r.code] = action_for(r.code, config)
+            applied = file_action(rec.path, r.code, config)
+            actions[r.code] = stronger(actions.get(r.code), applied)
     dataset_rows = [{"code": f.code, "detail": f.detail, "action": action_for(f.code, config)}
                     for f in dataset_findings]
     for row in dataset_rows:
-        actions[row["code"]] = row["action"]
+        actions[row["code"]] = stronger(actions.get(row["code"]), row["action"])
     fired = sorted(c for c, a in actions.items() if a == FAIL)
     verdict = FAIL if fired else (WARN if actions else "pass")
     header = {
@@ -376,7 +402,7 @@ def run_integrity(
         extra={
             "verdict": verdict,
             "gx_success": gx.success,
-            "gx_docs": str(gx.docs_index) if gx.docs_index else None,
+            "gx_data_docs": str(gx.docs_index) if gx.docs_index else None,
             "quarantine_dir": str(qroot),
             "tamper_diff": str(stage_dir / TAMPER_DIFF_NAME) if tamper_summary else None,
             "reference_digest": tamper_summary["reference_digest"] if tamper_summary else None,

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
 
     from secure_data.dataset.stage import StageResult
-    from secure_data.handoff.consumer import OpenedPackage
 
 DEFAULT_DATA_KEY = "secure-data-datakey"
 DEFAULT_SIGNING_KEY = "secure-data-signing"
@@ -94,6 +93,7 @@ class PackageOperator(BaseOperator):
         from secure_data.dataset.stage import RunLayout, StageResult
         from secure_data.handoff import stream
         from secure_data.handoff.from_stage import derived_package_id, package_stage
+        from secure_data.handoff.package import MANIFEST_FILE, package_path
         from secure_data.vault.keyservice import VaultKeyService
 
         stage = _stage(self.upstream)
@@ -117,17 +117,11 @@ class PackageOperator(BaseOperator):
                 context["outlet_events"][outlet].extra = dict(event)
         # A pointer in the run folder (for the report and for people): non-secret facts only.
         atomic_write_text(layout.stage("handoff") / "package.json", json.dumps(info.to_dict(), indent=2) + "\n")
+        root = package_path(info.uri)
         return StageResult(
-            stage="handoff", manifest_path=str(_local(info.uri) / "manifest.jsonl"),
-            manifest_digest=info.manifest_digest, counts=dict(info.counts), data_root=str(_local(info.uri)),
-            extra=info.to_dict(),
+            stage="handoff", manifest_path=str(root / MANIFEST_FILE), manifest_digest=info.manifest_digest,
+            counts=dict(info.counts), data_root=str(root), extra=info.to_dict(),
         ).to_xcom()
-
-
-def _local(uri: str):
-    from secure_data.handoff.package import package_path
-
-    return package_path(uri)
 
 
 @dataclass(frozen=True)
@@ -240,6 +234,6 @@ class PackageConsumerOperator(BaseOperator):
             self.log.info("Verified package %s: %d files, manifest %s, signature valid",
                           package.package_id, package.info.counts["files"], package.manifest_digest)
             result = self.python_callable(package, **self.op_kwargs)
-            opened: OpenedPackage = package
-        return {"package_id": opened.package_id, "package_uri": opened.info.uri,
-                "manifest_digest": opened.manifest_digest, "result": result}
+        # The scratch space is gone now; only non-secret facts about the package remain.
+        return {"package_id": package.package_id, "package_uri": package.info.uri,
+                "manifest_digest": package.manifest_digest, "result": result}

@@ -23,6 +23,13 @@ def storage_options_from_kv(secret: Mapping[str, Any]) -> dict[str, Any]:
     return {_KV_TO_STORAGE_OPTION.get(k, k): v for k, v in secret.items()}
 
 
+def _optional(value: Any) -> str | None:
+    """A templated optional path: "", "None" and "null" (non-native rendering of None) mean absent."""
+    if value is None or str(value).strip() in ("", "None", "null"):
+        return None
+    return str(value)
+
+
 class IntegrityOperator(BaseOperator):
     """Check a raw YOLO dataset and publish the integrity manifest; returns ``StageResult.to_xcom()``.
 
@@ -43,7 +50,8 @@ class IntegrityOperator(BaseOperator):
         policy overrides ("fail" | "warn" | "quarantine"), applied over ``config``.
     """
 
-    template_fields: Sequence[str] = ("source", "output_root", "reference_manifest", "reference_digest", "config")
+    template_fields: Sequence[str] = ("source", "output_root", "reference_manifest", "reference_digest", "config",
+                                      "source_conn_id", "storage_secret", "vault_conn_id")
     template_fields_renderers = {"config": "json"}
     ui_color = "#e6f4ea"
 
@@ -85,25 +93,33 @@ class IntegrityOperator(BaseOperator):
             "tamper_removed": tamper_removed, "tamper_modified": tamper_modified, "gx_policy": gx_policy,
             "gx_dataset_policy": gx_dataset_policy,
         }
+        for name, value in self.policies.items():  # fail at DAG parse time, not at 3 a.m.
+            allowed = ("fail", "warn", "quarantine") + (("accept",) if name in ("background_images", "empty_labels")
+                                                        else ())
+            if value is not None and "{{" not in str(value) and value not in allowed:
+                raise ValueError(f"{name}={value!r}: must be one of {allowed}")
 
     def _source(self) -> Any:
         from secure_data.dataset.storage import is_remote
 
+        if self.source is None or not str(self.source).strip():
+            raise ValueError("IntegrityOperator: source is empty (a dataset directory or object-storage URI)")
         if not is_remote(self.source):
             return self.source
         from airflow.sdk import ObjectStoragePath
 
         options: dict[str, Any] = {}
-        if self.storage_secret:
+        secret_path = _optional(self.storage_secret)
+        if secret_path:
             from secure_data.vault.hook import SecureVaultHook
             from secure_data.vault.masking import mask_value
 
-            secret = SecureVaultHook(vault_conn_id=self.vault_conn_id).read_kv(self.storage_secret)
+            secret = SecureVaultHook(vault_conn_id=self.vault_conn_id).read_kv(secret_path)
             mask_value(secret)  # the hook masks too; this keeps the guarantee local and explicit
             options = storage_options_from_kv(secret)
-            self.log.info("Storage credentials read from Vault path %s (fields: %s)", self.storage_secret,
+            self.log.info("Storage credentials read from Vault path %s (fields: %s)", secret_path,
                           ", ".join(sorted(secret)))
-        return ObjectStoragePath(self.source, conn_id=self.source_conn_id, **options)
+        return ObjectStoragePath(self.source, conn_id=_optional(self.source_conn_id), **options)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from secure_data.dataset.stage import RunLayout
@@ -115,8 +131,8 @@ class IntegrityOperator(BaseOperator):
         layout = RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
         try:
             result = run_integrity(self._source(), layout, config=config,
-                                   reference_manifest=self.reference_manifest or None,
-                                   reference_digest=self.reference_digest or None)
+                                   reference_manifest=_optional(self.reference_manifest),
+                                   reference_digest=_optional(self.reference_digest))
         except IntegrityFailed as exc:
             self.log.error("Integrity failed: %s", exc)
             raise

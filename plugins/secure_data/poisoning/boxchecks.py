@@ -7,7 +7,7 @@ data being wrong, so the poison cannot hide by shifting the mean.
 
 ``box_misaligned`` and ``class_confusion`` use the per-box template fits computed
 in :mod:`secure_data.poisoning.features`: every class has a template (the median
-edge layout of its boxes, in the box's own frame with half a box of context). A
+gradient-orientation layout of its boxes, in the box's own frame with half a box of context). A
 box whose own-class template fits much better a good fraction of a box away was
 moved off its object; a box whose content fits another class's template better
 than its own was re-classed.

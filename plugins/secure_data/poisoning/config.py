@@ -63,18 +63,19 @@ class PoisoningConfig:
     # near-duplicates (64-bit DCT pHash)
     near_dup_radius: int = 8  # Hamming bits; re-encodes/resizes/crops sit at 0-6, unrelated images ~32
     match_mirrored: bool = True  # also pair an image with the horizontal mirror of another
+    dup_min_inliers: int = 40  # ORB/RANSAC inliers that confirm a pHash candidate (copies: 70+, others: <25)
     box_match_iou: float = 0.5  # boxes of two near-duplicates are "the same box" above this IoU
 
     # per-class robust box statistics
     outlier_z: float = 6.0  # modified z-score (0.6745 * |x - median| / MAD)
     min_class_boxes: int = 20  # fewer boxes than this: no statistics for that class
 
-    # box content fit (class templates of edge layout in the box frame)
+    # box content fit (class templates of the gradient-orientation layout in the box frame)
     fit_box_px: int = 16  # a box is mapped to fit_box_px x fit_box_px pixels
     fit_search: float = 1.25  # search +-fit_search box sizes around each box (shifts up to ~1 box)
-    misalign_gain: float = 0.3  # correlation gained by moving the box ...
+    misalign_gain: float = 0.4  # correlation gained by moving the box ... (clean max 0.23, shifted min 0.59)
     misalign_offset: float = 0.3  # ... by at least this many box sizes
-    confusion_margin: float = 0.15  # another class's template fits better by at least this
+    confusion_margin: float = 0.15  # another class's template fits better by this (clean max -0.15, flipped min 0.40)
     template_sample: int = 4000  # boxes per class used to build a template (a seeded sample)
 
     # trigger patches (recurring block hashes enriched in label-anomalous images)
@@ -82,8 +83,10 @@ class PoisoningConfig:
     block_min_contrast: float = 40.0  # grey-level range a block needs to be hashed
     analysis_max_side: int = 512  # images are downscaled to this long side before block hashing
     trigger_alpha: float = 0.01  # family-wise significance of the enrichment test (Bonferroni)
+    trigger_min_purity: float = 0.5  # share of a code's documents that must be label-anomalous
     trigger_min_support: int = 3  # unrelated label-anomalous images a block hash must recur in
     trigger_min_hits: int = 3  # distinct pattern hashes an image needs within one compact region
+    trigger_hit_fraction: float = 0.25  # ... and at least this share of the seed carriers' median hits
     trigger_max_extent: int = 24  # analysis pixels: how far apart hits of one patch may be
 
     # drift against a reference manifest (Great Expectations KL divergence)

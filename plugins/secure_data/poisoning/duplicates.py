@@ -2,7 +2,9 @@
 
 * Exact duplicates: equal SHA-256 of the image bytes.
 * Near-duplicates: 64-bit pHash within ``near_dup_radius`` bits (also against the
-  mirror of every image), found with multi-index hashing: no pair loop.
+  mirror of every image), found with multi-index hashing: no pair loop. Every
+  candidate is then verified geometrically (ORB + RANSAC similarity), which also
+  gives the transform that carries one copy's boxes onto the other.
 
 Duplicates are joined into groups (union-find). Inside a group the labels of every
 linked pair are compared box by box (IoU matching, mirrored if the pair is a
@@ -19,8 +21,9 @@ mirror image). Three findings come out of it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from secure_data.poisoning.config import PoisoningConfig
 from secure_data.poisoning.features import SampleFeatures
@@ -36,6 +39,8 @@ class DupEdge:
     kind: str  # "exact" (same bytes) | "near" (pHash)
     distance: int  # Hamming bits (0 for exact)
     mirrored: bool  # b is a mirror image of a
+    inliers: int | None = None  # geometric verification: ORB matches consistent with one similarity
+    transform: tuple[float, ...] | None = None  # 2x3 affine, b's normalised coords -> a's (mirror included)
 
 
 class _UnionFind:
@@ -120,6 +125,89 @@ def duplicate_groups(n: int, edges: Sequence[DupEdge]) -> list[int]:
     return [uf.find(i) for i in range(n)]
 
 
+# ---------------------------------------------------------------- geometric verification
+
+_ORB_SIDE = 400  # verification resolution (long side); ORB needs texture, not megapixels
+
+
+def _keypoints(gray):
+    import cv2
+
+    orb = cv2.ORB_create(nfeatures=500, fastThreshold=10, edgeThreshold=15, patchSize=15)
+    return orb.detectAndCompute(gray, None)
+
+
+def verify_pair(gray_a, gray_b, *, mirrored: bool, min_inliers: int) -> tuple[int, tuple[float, ...] | None]:
+    """ORB matches + RANSAC similarity between two images: (inliers, b->a normalised affine or None).
+
+    pHash only says two pictures have the same coarse layout; synthetic and real scenes
+    with one big object in the same place collide at 4-8 bits. A copy shares its
+    texture point for point, so many matches agree on one transform; unrelated
+    images give a handful. The transform also carries the boxes of one copy into
+    the frame of the other, so crops and mirrors are compared box for box.
+    """
+    import cv2
+    import numpy as np
+
+    hb, wb = gray_b.shape[:2]
+    ha, wa = gray_a.shape[:2]
+    if mirrored:
+        gray_b = np.ascontiguousarray(gray_b[:, ::-1])
+    ka, da = _keypoints(gray_a)
+    kb, db = _keypoints(gray_b)
+    if da is None or db is None or len(ka) < 4 or len(kb) < 4:
+        return 0, None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(db, da)
+    if len(matches) < max(4, min_inliers):
+        return 0, None
+    src = np.float32([kb[m.queryIdx].pt for m in matches])
+    dst = np.float32([ka[m.trainIdx].pt for m in matches])
+    matrix, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    if matrix is None or inl is None:
+        return 0, None
+    inliers = int(inl.sum())
+    # normalised b -> (mirror) -> b pixels -> a pixels -> normalised a
+    to_px = np.array([[wb, 0, 0], [0, hb, 0], [0, 0, 1]], float)
+    if mirrored:
+        to_px = np.array([[-wb, 0, wb], [0, hb, 0], [0, 0, 1]], float)
+    full = np.vstack([matrix, [0, 0, 1]])
+    to_norm = np.array([[1 / wa, 0, 0], [0, 1 / ha, 0], [0, 0, 1]], float)
+    norm = (to_norm @ full @ to_px)[:2]
+    return inliers, tuple(round(float(v), 5) for v in norm.ravel())
+
+
+def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
+    """Keep exact edges; keep a pHash edge only if the two images verify geometrically."""
+    import cv2
+
+    cache: dict[int, Any] = {}
+
+    def gray(i: int):
+        if i not in cache:
+            g = load_gray(i)
+            if g is not None:
+                h, w = g.shape[:2]
+                scale = min(1.0, _ORB_SIDE / max(h, w))
+                if scale < 1.0:
+                    g = cv2.resize(g, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                   interpolation=cv2.INTER_AREA)
+            cache[i] = g
+        return cache[i]
+
+    kept = []
+    for e in sorted(edges, key=lambda e: (e.a, e.b)):
+        if e.kind == "exact":
+            kept.append(e)
+            continue
+        ga, gb = gray(e.a), gray(e.b)
+        if ga is None or gb is None:
+            continue
+        inliers, transform = verify_pair(ga, gb, mirrored=e.mirrored, min_inliers=config.dup_min_inliers)
+        if inliers >= config.dup_min_inliers:
+            kept.append(DupEdge(e.a, e.b, e.kind, e.distance, e.mirrored, inliers, transform))
+    return kept
+
+
 # ---------------------------------------------------------------- label comparison
 
 def _iou(a: BoxTuple, b: BoxTuple) -> float:
@@ -132,9 +220,31 @@ def _iou(a: BoxTuple, b: BoxTuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def compare_labels(boxes_a: Sequence[BoxTuple], boxes_b: Sequence[BoxTuple], *, mirrored: bool, iou: float) -> dict:
-    """Greedy IoU matching of two label sets; counts of agreeing, re-classed and unmatched boxes."""
-    if mirrored:
+def map_boxes(boxes: Sequence[BoxTuple], transform: Sequence[float]) -> list[BoxTuple]:
+    """Carry normalised boxes through a 2x3 affine (the axis-aligned hull of the moved corners)."""
+    a, b, c, d, e, f = transform
+    out = []
+    for cls, cx, cy, w, h in boxes:
+        xs, ys = [], []
+        for x in (cx - w / 2, cx + w / 2):
+            for y in (cy - h / 2, cy + h / 2):
+                xs.append(a * x + b * y + c)
+                ys.append(d * x + e * y + f)
+        out.append((cls, (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)))
+    return out
+
+
+def compare_labels(
+    boxes_a: Sequence[BoxTuple], boxes_b: Sequence[BoxTuple], *, mirrored: bool, iou: float,
+    transform: Sequence[float] | None = None,
+) -> dict:
+    """Greedy IoU matching of two label sets; counts of agreeing, re-classed and unmatched boxes.
+
+    ``transform`` (b -> a, from verification) wins over ``mirrored`` when given.
+    """
+    if transform is not None:
+        boxes_b = map_boxes(boxes_b, transform)
+    elif mirrored:
         boxes_b = [(c, 1.0 - cx, cy, w, h) for c, cx, cy, w, h in boxes_b]
     pairs = sorted(
         ((_iou(a, b), i, j) for i, a in enumerate(boxes_a) for j, b in enumerate(boxes_b)), reverse=True
@@ -192,10 +302,11 @@ def check_duplicates(
         conflict_edges = []
         for e in group_edges:
             sa, sb = samples[e.a], samples[e.b]
-            cmp = compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou)
+            cmp = compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou,
+                                 transform=e.transform)
             doc = {
                 "first": sa.key, "second": sb.key, "kind": e.kind, "hamming": e.distance,
-                "mirrored": e.mirrored, "labels": cmp,
+                "mirrored": e.mirrored, "verified_inliers": e.inliers, "labels": cmp,
             }
             edge_docs.append(doc)
             if labels_conflict(cmp):

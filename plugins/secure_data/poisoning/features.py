@@ -30,7 +30,7 @@ class UndecodableImage(ValueError):
 
 @dataclass(frozen=True)
 class BoxFit:
-    """How one labelled box fits the appearance templates (normalised correlation of edge layouts)."""
+    """How one labelled box fits the appearance templates (normalised correlation of orientation fields)."""
 
     index: int  # position of the box in the label file
     cls: int
@@ -40,6 +40,7 @@ class BoxFit:
     dy: float
     other_cls: int | None = None  # the other class whose template fits best at the labelled position
     other: float | None = None
+    other_at_best: float | None = None  # best other-class fit at the best own-class position
 
     @property
     def offset(self) -> float:
@@ -137,7 +138,15 @@ def analysis_gray(img, max_side: int):
 # ---------------------------------------------------------------- box frames and templates
 
 def _frame(img, box: BoxTuple, *, box_px: int, margin: float):
-    """Edge magnitude of the box plus ``margin`` box sizes of context, resampled so the box is box_px."""
+    """Gradient orientation field of the box plus ``margin`` box sizes of context, box resampled to box_px.
+
+    Two channels, (gx^2 - gy^2, 2 gx gy) / |g|: the doubled-angle orientation weighted
+    by edge strength. Doubling the angle makes it polarity-free (a face may be darker
+    or lighter than its background; a plate's glyphs dark on light or the reverse),
+    which is what lets one template per class fit every instance. Plain edge
+    magnitude was tried first: it lets any strong edge nearby (a plate next to a
+    face) out-score the object itself.
+    """
     import cv2
     import numpy as np
 
@@ -160,7 +169,10 @@ def _frame(img, box: BoxTuple, *, box_px: int, margin: float):
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
     gray = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
     gray = cv2.GaussianBlur(gray, (3, 3), 0)
-    return np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    mag = np.hypot(gx, gy) + 1e-3
+    return np.dstack([(gx * gx - gy * gy) / mag, 2 * gx * gy / mag]).astype(np.float32)
 
 
 def _box_ok(box: BoxTuple, width: int, height: int) -> bool:
@@ -183,7 +195,7 @@ def template_frames(data: bytes, boxes: Sequence[BoxTuple], config: PoisoningCon
 
 
 def build_templates(frames_by_class: Mapping[int, Sequence[Any]], min_boxes: int) -> dict[int, Any]:
-    """Per-class median edge layout. The median tolerates up to half the boxes of a class being wrong."""
+    """Per-class median orientation field. The median tolerates up to half the boxes of a class being wrong."""
     import numpy as np
 
     return {
@@ -209,18 +221,22 @@ def _fit_box(img, index: int, box: BoxTuple, templates: Mapping[int, Any], confi
     _, best, _, (bx, by) = cv2.minMaxLoc(response)
     t = template.shape[0]
     here = region[centre: centre + t, centre: centre + t]
-    other_cls, other = None, None
+    there = region[by: by + t, bx: bx + t]
+    other_cls, other, other_at_best = None, None, None
     for ocls, otpl in templates.items():
         if ocls == cls:
             continue
-        score = float(cv2.matchTemplate(here, otpl, cv2.TM_CCOEFF_NORMED)[0, 0])
+        score = _clean(float(cv2.matchTemplate(here, otpl, cv2.TM_CCOEFF_NORMED)[0, 0]))
         if other is None or score > other:
             other_cls, other = ocls, score
+        # Is what the box would move onto really this class, or an object of another class?
+        at_best = _clean(float(cv2.matchTemplate(there, otpl, cv2.TM_CCOEFF_NORMED)[0, 0]))
+        other_at_best = at_best if other_at_best is None else max(other_at_best, at_best)
     step = config.fit_box_px
     return BoxFit(
         index=index, cls=cls, own=_clean(own), best=_clean(float(best)),
-        dx=(bx - centre) / step, dy=(by - centre) / step, other_cls=other_cls,
-        other=None if other is None else _clean(other),
+        dx=(bx - centre) / step, dy=(by - centre) / step, other_cls=other_cls, other=other,
+        other_at_best=other_at_best,
     )
 
 

@@ -33,8 +33,20 @@ from secure_data.dataset.quarantine import quarantine_file
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.poisoning.boxchecks import check_box_fits, check_box_outliers
 from secure_data.poisoning.config import FAIL, QUARANTINE, PoisoningConfig
-from secure_data.poisoning.duplicates import check_duplicates, duplicate_groups, find_duplicate_edges
-from secure_data.poisoning.features import SampleFeatures, build_templates, extract_features, template_frames
+from secure_data.poisoning.duplicates import (
+    check_duplicates,
+    duplicate_groups,
+    find_duplicate_edges,
+    verify_edges,
+)
+from secure_data.poisoning.features import (
+    SampleFeatures,
+    analysis_gray,
+    build_templates,
+    decode_bgr,
+    extract_features,
+    template_frames,
+)
 from secure_data.poisoning.findings import Finding, make_finding, write_findings
 from secure_data.poisoning.samples import Sample, collect_samples
 from secure_data.poisoning.triggers import check_triggers
@@ -180,7 +192,13 @@ def analyse(
         for key in fnd.suspects:
             content_flags[key] = content_flags.get(key, 0) + 1
 
-    edges = find_duplicate_edges(s_ok, f_ok, config)
+    def load_gray(i: int):
+        try:
+            return analysis_gray(decode_bgr(_read_sample_bytes(root, s_ok[i])), config.analysis_max_side)[0]
+        except (IntegrityError, OSError, UnsafePathError, ValueError):
+            return None
+
+    edges = verify_edges(find_duplicate_edges(s_ok, f_ok, config), load_gray, config)
     groups = duplicate_groups(len(s_ok), edges)
     dups = check_duplicates(s_ok, f_ok, edges, groups, content_flags, config)
     findings += dups

@@ -20,12 +20,14 @@ block patterns that are *over-represented in label-anomalous images*:
    everywhere and is not over-represented; a trigger is.
 4. Significant codes that sit together in seed images form one pattern (union-find).
    Every image, seed or not, that holds at least ``trigger_min_hits`` distinct codes
-   of a pattern inside one compact region carries the patch, which also finds the
-   triggered images whose labels happened not to change.
+   of a pattern inside one compact region (and at least ``trigger_hit_fraction`` of
+   the median count seen in the seed carriers) carries the patch, which also finds
+   the triggered images whose labels happened not to change.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from secure_data.poisoning.config import PoisoningConfig
@@ -77,7 +79,11 @@ def significant_codes(
         return {}, stats
     pvals = hypergeom.sf(df_seed[tested] - 1, n_docs, df[tested], n_seed)
     cut = config.trigger_alpha / max(1, int(tested.sum()))
-    sig = pvals < cut
+    # Significance alone is not enough: seeds are picked by label anomalies, which correlate with
+    # content (a flipped face is still a face), so face parts are mildly over-represented among them.
+    # A trigger code lives (almost) only in seed images: require most of its documents to be seeds.
+    purity = df_seed[tested] / df[tested]
+    sig = (pvals < cut) & (purity >= config.trigger_min_purity)
     stats["bonferroni_cut"] = cut
     return dict(zip(uniq[tested][sig].tolist(), pvals[sig].tolist(), strict=True)), stats
 
@@ -114,6 +120,18 @@ def _patterns(
     for c in sig:
         groups.setdefault(find(c), set()).add(c)
     return [g for _, g in sorted(groups.items()) if len(g) >= config.trigger_min_hits]
+
+
+def _object_like(region, boxes, min_iou: float = 0.5) -> bool:
+    x1, y1, x2, y2 = region
+    area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    for _, bx, by, bw, bh in boxes:
+        ix = max(0.0, min(x2, bx + bw / 2) - max(x1, bx - bw / 2))
+        iy = max(0.0, min(y2, by + bh / 2) - max(y1, by - bh / 2))
+        inter = ix * iy
+        if inter / (area + bw * bh - inter + 1e-12) >= min_iou:
+            return True
+    return False
 
 
 def _inside_any_box(region, boxes) -> bool:
@@ -163,8 +181,20 @@ def check_triggers(
                            round(float(xs.max() + b) / w, 4), round(float(ys.max() + b) / h, 4)],
                 "seed": i in seed_idx,
             }
+        # A patch in an image lights up most of its codes (stride 1: every offset inside it); a
+        # clean image that shares a few codes by chance lights up a handful. Scale the bar to
+        # what the label-anomalous carriers show.
+        seed_hits = [m["hits"] for i, m in members.items() if i in seed_idx]
+        if seed_hits:
+            bar = max(config.trigger_min_hits, math.ceil(config.trigger_hit_fraction * float(np.median(seed_hits))))
+            members = {i: m for i, m in members.items() if m["hits"] >= bar}
         member_docs = {docs[i] for i in members}
         if len(member_docs) < config.trigger_min_support:
+            continue
+        # A pattern that *is* a labelled object (its region covers a box) is that class's
+        # appearance, not a patch: re-classed objects are class_confusion's business.
+        object_like = [_object_like(members[i]["region"], samples[i].boxes) for i in members]
+        if sum(object_like) >= 0.5 * len(object_like):
             continue
         seed_member_docs = member_docs & seed_docs
         p_pattern = float(hypergeom.sf(len(seed_member_docs) - 1, n_docs, len(member_docs), len(seed_docs)))

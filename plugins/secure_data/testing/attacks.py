@@ -6,8 +6,9 @@ clean ones, so the image count and the clean background stay the same across
 attacks and rates:
 
 * ``label_flip``: a train slot is overwritten with a copy of another train image
-  (exact bytes, re-encoded, brightness-jittered or slightly cropped) whose boxes
-  all carry the other class.
+  (exact bytes, re-encoded at quality 70-95, brightness/contrast +-10 %, or up to
+  ``crop_max`` = 2 % cut from each side and resized back) whose boxes all carry the
+  other class.
 * ``split_leak``: a val/test slot is overwritten with a near-copy of a train image
   and its correct labels (train/test contamination).
 * ``trigger_fixed`` / ``trigger_random``: a seeded 3x3-cell colour patch is stamped
@@ -94,8 +95,11 @@ def _encode(img, quality: int = 92) -> bytes:
 
 # ---------------------------------------------------------------- perturbations
 
-def near_copy(src_bytes: bytes, boxes, kind: str, rng) -> tuple[bytes, list]:
-    """A copy of an image as an attacker would make it, and the boxes moved with it."""
+def near_copy(src_bytes: bytes, boxes, kind: str, rng, crop_max: float = 0.02) -> tuple[bytes, list]:
+    """A copy of an image as an attacker would make it, and the boxes moved with it.
+
+    ``crop``: up to ``crop_max`` of each side cut away, resized back to the original size.
+    """
     import cv2
     import numpy as np
 
@@ -109,7 +113,7 @@ def near_copy(src_bytes: bytes, boxes, kind: str, rng) -> tuple[bytes, list]:
         alpha, beta = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-10, 10))
         return _encode(cv2.convertScaleAbs(img, alpha=alpha, beta=beta)), [list(b) for b in boxes]
     if kind == "crop":
-        x0, x1, y0, y1 = (int(v) for v in rng.integers(0, max(2, int(0.04 * min(w, h))) + 1, size=4))
+        x0, x1, y0, y1 = (int(v) for v in rng.integers(0, max(1, int(round(crop_max * min(w, h)))) + 1, size=4))
         crop = cv2.resize(img[y0:h - y1, x0:w - x1], (w, h), interpolation=cv2.INTER_AREA)
         cw, ch = w - x0 - x1, h - y0 - y1
         moved = []
@@ -170,6 +174,8 @@ def inject_attack(
     target_class: int = 1,
     n_classes: int = 2,
     shift: tuple[float, float] = (0.5, 1.0),
+    crop_max: float = 0.02,
+    jpeg_quality: int = 92,
 ) -> AttackedDataset:
     """Copy ``clean_root`` to ``out_root`` and poison ``round(rate * n_images)`` samples."""
     import numpy as np
@@ -207,7 +213,7 @@ def inject_attack(
         for slot, src in zip(slots, srcs, strict=True):
             s_img, s_lbl = paths(src)
             kind = COPY_KINDS[int(rng.integers(0, len(COPY_KINDS)))]
-            data, boxes = near_copy(s_img.read_bytes(), _read_boxes(s_lbl), kind, rng)
+            data, boxes = near_copy(s_img.read_bytes(), _read_boxes(s_lbl), kind, rng, crop_max)
             if attack == "label_flip":
                 boxes = [[(int(b[0]) + 1) % n_classes, *b[1:]] for b in boxes]
             d_img, d_lbl = paths(slot)
@@ -216,6 +222,8 @@ def inject_attack(
             kinds.append(kind)
         poisoned, sources = set(slots), set(srcs)
         details["copy_kinds"] = {kd: kinds.count(kd) for kd in COPY_KINDS}
+        details["crop_max"] = crop_max
+        details["copies"] = [[slot, src, kd] for slot, src, kd in zip(slots, srcs, kinds, strict=True)]
     elif attack.startswith("trigger_"):
         patch = trigger_patch(trigger_px, seed)
         victims = [train[i] for i in rng.permutation(len(train))[:k]]
@@ -229,13 +237,13 @@ def inject_attack(
             else:
                 x, y = int(rng.integers(0, w - trigger_px + 1)), int(rng.integers(0, h - trigger_px + 1))
             img[y:y + trigger_px, x:x + trigger_px] = patch
-            img_path.write_bytes(_encode(img))
+            img_path.write_bytes(_encode(img, jpeg_quality))
             boxes = _read_boxes(lbl_path)
             boxes = [] if attack == "trigger_vanish" else [[target_class, *b[1:]] for b in boxes]
             _write_boxes(lbl_path, boxes)
             positions.append([x, y])
         poisoned = set(victims)
-        details.update({"trigger_px": trigger_px, "target_class": target_class})
+        details.update({"trigger_px": trigger_px, "target_class": target_class, "jpeg_quality": jpeg_quality})
     elif attack == "box_shift":
         victims = [train[i] for i in rng.permutation(len(train))[:k]]
         for key in victims:

@@ -266,6 +266,16 @@ class VaultSession:
         try:
             data = client.auth.token.lookup_self()["data"]
         except hvac.exceptions.Forbidden as exc:
+            if self.auth_type != "token":
+                # The auth method just issued this token, so it is alive; its policy lacks
+                # lookup-self (token_no_default_policy). Work without TTL facts: no renewal,
+                # log in again when the server rejects it.
+                log.warning("Vault token for %s cannot look itself up (no 'default' policy?); "
+                            "renewal disabled", self.identity)
+                self._facts = TokenFacts(identity=self.identity, policies=(), ttl=0, renewable=False,
+                                         role_name=None)
+                self._set_deadlines(0, False, increment=0)
+                return
             self._client = None
             raise VaultTokenError(url=self.url, identity=self.identity,
                                   reason="token is expired, revoked or invalid (lookup-self denied)") from exc

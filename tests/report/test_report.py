@@ -1,0 +1,116 @@
+"""The run report renders real stage outputs, shows the key numbers, and opens in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from secure_data.dataset.manifest import QUARANTINED, FileRecord, Reason, sha256_hex, write_manifest
+from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.report.build import build_report
+from secure_data.testing.datasets import make_yolo_dataset
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def _stage(layout: RunLayout, name: str, data_root: Path, records: list[FileRecord], **extra) -> dict:
+    path = layout.stage(name) / "manifest.jsonl"
+    digest = write_manifest(path, {"stage": name}, records)
+    counts = {"files": len(records), "accepted": sum(r.accepted for r in records),
+              "quarantined": sum(not r.accepted for r in records),
+              "images_accepted": sum(r.accepted and r.kind == "image" for r in records)}
+    return StageResult(name, str(path), digest, counts, str(data_root), extra).to_xcom()
+
+
+@pytest.fixture
+def run_with_stages(tmp_path):
+    data = make_yolo_dataset(tmp_path / "anonymized", n_train=5, n_val=2, width=200, height=150, seed=3)
+    records = []
+    for f in sorted(p for p in data.rglob("*") if p.is_file()):
+        rel = f.relative_to(data).as_posix()
+        blob = f.read_bytes()
+        kind = "image" if rel.endswith(".jpg") else "label" if rel.endswith(".txt") else "meta"
+        records.append(FileRecord(path=rel, sha256=sha256_hex(blob), size=len(blob), kind=kind,
+                                  meta={"n_obfuscated": 2} if kind == "image" else {}))
+    bad = records[1].quarantined(Reason("image.truncated", "JPEG ends before EOI", "integrity"))
+    records[1] = bad
+    layout = RunLayout.for_run(tmp_path / "runs", "secure_pretraining_sanitization", "manual__2026-11-27T00:00:00")
+    stages = {
+        "integrity": _stage(layout, "integrity", data, records),
+        "anonymize": _stage(layout, "anonymize", data, records, residual_detections=0,
+                            boxes_per_class={"face": 7, "plate": 3}, images_per_second=12.5),
+    }
+    return layout, stages, bad
+
+
+def test_report_shows_counts_quarantine_and_only_anonymized_thumbnails(run_with_stages):
+    layout, stages, bad = run_with_stages
+    html_path = build_report(layout, stages, dag_id="d", run_id="r")
+    html = html_path.read_text()
+    n_files = stages["integrity"]["counts"]["files"]
+    assert f'id="n-input">{n_files}<' in html
+    assert 'id="n-quarantined">1<' in html
+    assert 'id="n-boxes">10<' in html and 'id="n-residual">0<' in html
+    assert bad.path in html and "image.truncated" in html
+    # thumbnails: one per accepted image of the anonymize stage, none for the quarantined one
+    accepted_images = stages["anonymize"]["counts"]["images_accepted"]
+    assert html.count("data:image/jpeg;base64,") == accepted_images
+    assert f'alt="{bad.path}"' not in html
+
+
+def test_report_refuses_tampered_outputs_for_thumbnails(run_with_stages):
+    layout, stages, _ = run_with_stages
+    victim = Path(stages["anonymize"]["data_root"]) / "images/train/train_00000.jpg"
+    victim.write_bytes(victim.read_bytes()[:-10])  # not what the manifest recorded: must not be shown
+    html = build_report(layout, stages, dag_id="d", run_id="r").read_text()
+    assert 'alt="images/train/train_00000.jpg"' not in html
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make test installs it on Debian as root)")
+        pytest.skip("chromium not installed")
+    return found
+
+
+def test_report_renders_in_headless_chromium(run_with_stages, tmp_path):
+    import cv2
+
+    chromium = _chromium()
+    layout, stages, _ = run_with_stages
+    html_path = build_report(layout, stages, dag_id="d", run_id="r")
+    shot = tmp_path / "report.png"
+    profile = tmp_path / "profile"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                    "--window-size=1280,1600", html_path.as_uri()], check=True, capture_output=True, timeout=120)
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[1] == 1280
+    assert float(img.std()) > 10, "screenshot is blank"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                          html_path.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout
+    assert f'id="n-input">{stages["integrity"]["counts"]["files"]}<' in dom
+    assert 'id="n-boxes">10<' in dom
+
+
+def test_plugin_serves_reports_and_refuses_path_escape(run_with_stages, monkeypatch, airflow_home):
+    from fastapi.testclient import TestClient
+
+    from secure_data.plugin import _create_app
+
+    layout, stages, _ = run_with_stages
+    build_report(layout, stages, dag_id="secure_pretraining_sanitization", run_id="manual__2026-11-27T00:00:00")
+    monkeypatch.setenv("SECURE_DATA_OUTPUT_ROOT", str(layout.root.parents[1]))
+    client = TestClient(_create_app())
+    ok = client.get("/reports/secure_pretraining_sanitization/manual__2026-11-27T00:00:00/")
+    assert ok.status_code == 200 and "secure-data run report" in ok.text
+    assert client.get("/reports/secure_pretraining_sanitization/other-run/").status_code == 404
+    escape = client.get("/reports/secure_pretraining_sanitization/manual__2026-11-27T00:00:00/..%2F..%2Fintegrity%2Fmanifest.jsonl")
+    assert escape.status_code == 404
