@@ -86,6 +86,7 @@ class PoisoningConfig:
     trigger_min_purity: float = 0.5  # share of a code's documents that must be label-anomalous
     trigger_min_support: int = 3  # unrelated label-anomalous images a block hash must recur in
     trigger_min_hits: int = 3  # distinct pattern hashes an image needs within one compact region
+    trigger_min_median_hits: int = 8  # a pattern's carriers must show this many hits (median): a dense patch
     trigger_hit_fraction: float = 0.25  # ... and at least this share of the seed carriers' median hits
     trigger_max_extent: int = 24  # analysis pixels: how far apart hits of one patch may be
 

@@ -122,14 +122,19 @@ def _patterns(
     return [g for _, g in sorted(groups.items()) if len(g) >= config.trigger_min_hits]
 
 
-def _object_like(region, boxes, min_iou: float = 0.5) -> bool:
+def _object_like(region, boxes, min_cover: float = 0.4) -> bool:
+    """The matched region lies in a box and covers a good part of it: it is the object, not a patch.
+
+    A stamped patch is small against the objects it sits on (a 12 px patch on a
+    40 px face covers < 10 %); the recurring part of a real object spans it.
+    """
     x1, y1, x2, y2 = region
     area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     for _, bx, by, bw, bh in boxes:
         ix = max(0.0, min(x2, bx + bw / 2) - max(x1, bx - bw / 2))
         iy = max(0.0, min(y2, by + bh / 2) - max(y1, by - bh / 2))
         inter = ix * iy
-        if inter / (area + bw * bh - inter + 1e-12) >= min_iou:
+        if area > 0 and inter >= 0.5 * area and inter >= min_cover * bw * bh:
             return True
     return False
 
@@ -185,9 +190,13 @@ def check_triggers(
         # clean image that shares a few codes by chance lights up a handful. Scale the bar to
         # what the label-anomalous carriers show.
         seed_hits = [m["hits"] for i, m in members.items() if i in seed_idx]
-        if seed_hits:
-            bar = max(config.trigger_min_hits, math.ceil(config.trigger_hit_fraction * float(np.median(seed_hits))))
-            members = {i: m for i, m in members.items() if m["hits"] >= bar}
+        typical = float(np.median(seed_hits)) if seed_hits else 0.0
+        if typical < config.trigger_min_median_hits:
+            # A stamped patch is a dense cluster of co-occurring codes (an 8 px patch already
+            # gives a median of 12+); a handful of codes is a recurring object part.
+            continue
+        bar = max(config.trigger_min_hits, math.ceil(config.trigger_hit_fraction * typical))
+        members = {i: m for i, m in members.items() if m["hits"] >= bar}
         member_docs = {docs[i] for i in members}
         if len(member_docs) < config.trigger_min_support:
             continue

@@ -59,11 +59,13 @@ def _as_verify(value: Any) -> bool | str:
 class SecureVaultHook(VaultHook):
     """VaultHook with Transit, KV v2 reads with clear errors, and one shared login per process.
 
-    :param vault_conn_id: Airflow connection (conn_type ``vault``), default ``vault_default``.
+    :param vault_conn_id: Airflow connection, default ``vault_default``: either the provider's ``vault``
+        type or our ``secure_data_vault`` type (same form, listed under this provider).
     :param transit_mount: Transit mount (default: extra ``transit_mount`` or ``transit``).
     :param kwargs: passed to ``VaultHook`` (auth_type, role_id, ...).
     """
 
+    conn_type = "secure_data_vault"
     hook_name = "secure-data Vault (Transit)"
 
     def __init__(self, vault_conn_id: str = VaultHook.default_conn_name, *, transit_mount: str | None = None,
