@@ -73,7 +73,7 @@ def test_pixelate_has_at_most_cells_squared_colours_and_a_minimum_block():
 @pytest.mark.parametrize("mode", ["blur", "pixelate"])
 def test_output_depends_only_on_the_coarse_grid(mode):
     """Two regions with equal coarse averages but different detail give the same result: the detail is gone."""
-    g = blur_grid_size(0.2) if mode == "blur" else 8
+    g = blur_grid_size(Style().blur_sigma) if mode == "blur" else 8
     size = g * 8
     flat = torch.full((3, size, size), 128, dtype=torch.uint8)
     board = checkerboard(size, size)  # 2 px checks: every grid cell averages to 128 too

@@ -86,7 +86,7 @@ class AnonymizeConfig:
     mode: str = "blur"
     shape: str = "rectangle"
     padding: float = 0.1  # fraction of the box's width/height added on each side
-    blur_sigma: float = 0.2  # Gaussian sigma as a fraction of the padded box's longer side
+    blur_sigma: float = 0.35  # Gaussian sigma as a fraction of the padded box's size (per axis)
     pixel_cells: int = 8  # pixelate: at most this many blocks across the box (block >= box / cells)
     min_block_px: int = 4  # pixelate: ... and never blocks smaller than this many pixels
     fill_color: tuple[int, int, int] | str = "mean"  # "mean": the region's mean colour, or an RGB triple

@@ -6,7 +6,13 @@ box outliers and misfits, trigger patches, distribution drift. No Airflow import
 from __future__ import annotations
 
 from secure_data.poisoning.config import ACTIONS, CHECKS, PoisoningConfig
-from secure_data.poisoning.stage import FINDINGS_NAME, MANIFEST_NAME, STAGE, PoisoningCheckFailed, run_poisoning
+from secure_data.poisoning.stage import (
+    FINDINGS_NAME,
+    MANIFEST_NAME,
+    STAGE,
+    PoisoningCheckFailed,
+    run_poisoning,
+)
 
 __all__ = [
     "ACTIONS",

@@ -48,6 +48,37 @@ DEFAULT_ACTIONS: Mapping[str, str] = {
 }
 
 
+# Group keys for DAG params: one policy for several related checks.
+POLICY_GROUPS: Mapping[str, tuple[str, ...]] = {
+    "duplicates_policy": ("duplicate_label_conflict",),
+    "leakage_policy": ("split_leakage",),
+    "trigger_policy": ("trigger_patch",),
+    "outlier_policy": ("box_outlier", "box_misaligned", "class_confusion"),
+    "drift_policy": ("distribution_drift",),
+}
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    """Template-rendered strings -> the type of the field's default."""
+    if not isinstance(raw, str) or isinstance(default, str):
+        return raw
+    text = raw.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"poisoning config {name}={raw!r}: expected {type(default).__name__}") from None
+    return raw
+
+
 def _check_action(name: str, action: str) -> str:
     if action not in ACTIONS:
         raise ValueError(f"policy for {name!r} must be one of {ACTIONS}, not {action!r}")
@@ -119,14 +150,36 @@ class PoisoningConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PoisoningConfig:
-        """Strict: an unknown key is an error (a typo must not silently keep a default)."""
+        """Build from operator/DAG input. Strict: an unknown key is an error (a typo must not keep a default).
+
+        Accepts, besides the field names: ``<check>_policy`` keys and the group keys of
+        :data:`POLICY_GROUPS` (``outlier_policy`` etc.). Values rendered by Jinja arrive as
+        strings and are converted to the field's type; ``""``/``"None"`` mean "use the default".
+        """
         if not data:
             return cls()
+        defaults = cls()
         known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        values: dict[str, Any] = {}
+        policies: dict[str, str] = {}
+        unknown = []
+        for key, raw in data.items():
+            if raw is None or (isinstance(raw, str) and raw.strip() in ("", "None")):
+                continue
+            if key in POLICY_GROUPS:
+                policies.update({check: str(raw).strip() for check in POLICY_GROUPS[key]})
+            elif key.endswith("_policy") and key[: -len("_policy")] in CHECKS:
+                policies[key[: -len("_policy")]] = str(raw).strip()
+            elif key == "policies":
+                policies.update({str(k): str(v).strip() for k, v in dict(raw).items()})
+            elif key in known:
+                values[key] = _coerce(key, raw, getattr(defaults, key))
+            else:
+                unknown.append(key)
         if unknown:
-            raise ValueError(f"unknown poisoning config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**dict(data))
+            raise ValueError(f"unknown poisoning config keys {sorted(unknown)}; known: {sorted(known)} "
+                             f"plus <check>_policy and {sorted(POLICY_GROUPS)}")
+        return cls(**values, policies=policies)
 
     def with_policies(self, **policies: str) -> PoisoningConfig:
         return replace(self, policies={**dict(self.policies), **policies})
