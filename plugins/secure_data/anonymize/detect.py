@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec
 from secure_data.anonymize.modelfile import private_copy, read_pinned
+from secure_data.anonymize.turns import CpuTurns
 
 if TYPE_CHECKING:
     import torch
@@ -147,6 +148,8 @@ def batched_nms(pred: torch.Tensor, *, conf: float, iou: float, class_ids: Seque
 class YoloDetector:
     """An Ultralytics detection model behind a SHA-256 pin, called directly on device tensors."""
 
+    turns = CpuTurns(enabled=False)  # the engine sets its own
+
     def __init__(self, spec: DetectorSpec, config: AnonymizeConfig, device: str) -> None:
         import torch
         from ultralytics.nn.autobackend import AutoBackend
@@ -191,7 +194,7 @@ class YoloDetector:
             return results
         for ((h, w), canvas, new), idxs in _group_by_canvas(images, self.imgsz, self.stride, self.square).items():
             batch, lb = letterbox_group([images[i] for i in idxs], canvas, new, self.dtype, LETTERBOX_FILL)
-            with torch.inference_mode():
+            with self.turns.exclusive(), torch.inference_mode():
                 preds = self.backend(batch.div_(255.0))
             if isinstance(preds, (list, tuple)):
                 preds = preds[0]
@@ -206,6 +209,8 @@ class YoloDetector:
 
 class CenterFaceAdapter:
     """CenterFace behind the same interface; it only knows the class ``face``."""
+
+    turns = CpuTurns(enabled=False)
 
     def __init__(self, spec: DetectorSpec, config: AnonymizeConfig, device: str) -> None:
         from secure_data.anonymize.centerface import CENTERFACE_CLASS, CenterFaceDetector
@@ -229,7 +234,9 @@ class CenterFaceAdapter:
         for ((h, w), canvas, new), idxs in _group_by_canvas(images, self.imgsz, 32, False).items():
             cpu_imgs = [images[i].cpu() for i in idxs]
             batch, lb = letterbox_group(cpu_imgs, canvas, new, torch.float32, 0.0)
-            for i, out in zip(idxs, self.net.forward(batch, conf), strict=True):
+            with self.turns.exclusive():
+                outs = self.net.forward(batch, conf)
+            for i, out in zip(idxs, outs, strict=True):
                 xs, ys = _unletterbox(out.boxes, lb, h, w)
                 rows = torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1], out.scores], 1).tolist()
                 results[i] = [Box(r[0], r[1], r[2], r[3], "face", r[4], self.name) for r in rows]

@@ -17,6 +17,7 @@ from secure_data.anonymize import codec
 from secure_data.anonymize.config import AnonymizeConfig, params_digest, resolve_device
 from secure_data.anonymize.detect import Box, load_detector
 from secure_data.anonymize.obfuscate import Region, Style, obfuscate_batch, padded_region
+from secure_data.anonymize.turns import CpuTurns
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +76,9 @@ class AnonymizeEngine:
             torch.backends.cudnn.benchmark = False  # same algorithms on a retry: byte-identical outputs
         self.detectors = [load_detector(s, self.config, self.device) for s in self.config.detectors]
         self.verifiers = [load_detector(s, self.config, self.device) for s in self.config.verifiers]
+        self.turns = CpuTurns(enabled=self.device_type == "cpu")
+        for det in self.detectors + self.verifiers:
+            det.turns = self.turns
         known = {n for d in self.detectors for n in d.labels.values()}
         missing = [c for c in self.config.classes if c not in known]
         if missing:

@@ -40,6 +40,7 @@ from secure_data.anonymize.audit import (
     write_canonical,
 )
 from secure_data.anonymize.config import AnonymizeConfig
+from secure_data.anonymize.turns import CpuTurns
 from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
 from secure_data.dataset.layout import UnsafePathError, safe_relpath
 from secure_data.dataset.manifest import (
@@ -176,8 +177,8 @@ class _Loaded:
     reason: Reason | None = None
 
 
-def _load(root: str, record: FileRecord, decode_here: bool) -> _Loaded:
-    """Read once, verify against the manifest, (on the CPU path) decode. Errors become reasons."""
+def _load(root: str, record: FileRecord, decode_turns: CpuTurns | None) -> _Loaded:
+    """Read once, verify against the manifest, (on the CPU path: ``decode_turns``) decode. Errors become reasons."""
     try:
         codec.output_suffix(record.path)
         data = verified_read(root, record)
@@ -187,10 +188,11 @@ def _load(root: str, record: FileRecord, decode_here: bool) -> _Loaded:
         return _Loaded(record, reason=Reason("unsupported_format", str(exc), STAGE))
     except (OSError, UnsafePathError) as exc:
         return _Loaded(record, reason=Reason("unreadable", f"{type(exc).__name__}: {exc}", STAGE))
-    if not decode_here:
+    if decode_turns is None:
         return _Loaded(record, data)
     try:
-        return _Loaded(record, data, codec.decode_cpu(data))
+        with decode_turns.shared():
+            return _Loaded(record, data, codec.decode_cpu(data))
     except codec.DecodeError as exc:
         return _Loaded(record, data, reason=Reason("decode_error", str(exc), STAGE))
 
@@ -203,8 +205,9 @@ def _base_line(engine, record: FileRecord) -> dict[str, Any]:
 
 
 def _write_anonymized(engine, paths: StagePaths, record: FileRecord, outcome, image, encoded: bytes | None):
-    if encoded is None:  # CPU path: encode here, in a writer thread, in parallel with the next batch
-        encoded = engine.encode([image], [codec.output_suffix(record.path)])[0]
+    if encoded is None:  # CPU path: encode here, in a writer thread, between the next batch's forward passes
+        with engine.turns.shared():
+            encoded = engine.encode([image], [codec.output_suffix(record.path)])[0]
     atomic_write_bytes(paths.output(record.path), encoded)
     return {
         **_base_line(engine, record), "status": ANONYMIZED, "reasons": [],
@@ -292,14 +295,14 @@ def run_anonymize_shard(
         batches = [records[i:i + size] for i in range(0, len(records), size)]
         todo = [b for b in batches if any(r.path not in done for r in b)]
         processed = sum(1 for b in todo for r in b if r.path not in done)
-        decode_here = engine.device_type == "cpu"
+        decode_turns = engine.turns if engine.device_type == "cpu" else None
         with ThreadPoolExecutor(config.read_workers, thread_name_prefix="anon-read") as readers, \
                 ThreadPoolExecutor(config.write_workers, thread_name_prefix="anon-write") as writers, \
                 AuditWriter(audit_path) as audit:
             inflight: deque[list[Future]] = deque()
 
             def prefetch(batch: Sequence[FileRecord]) -> None:
-                inflight.append([readers.submit(_load, up.data_root, r, decode_here) for r in batch])
+                inflight.append([readers.submit(_load, up.data_root, r, decode_turns) for r in batch])
 
             for batch in todo[: config.prefetch_batches]:
                 prefetch(batch)

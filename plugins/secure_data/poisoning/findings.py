@@ -42,7 +42,7 @@ class Finding:
             "message": self.message,
             "suspects": sorted(self.suspects),
             "involved": sorted(self.involved),
-            "evidence": _plain(self.evidence),
+            "evidence": plain(self.evidence),
         }
 
 
@@ -52,18 +52,18 @@ def make_finding(
 ) -> Finding:
     sus = tuple(sorted(set(suspects)))
     inv = tuple(sorted(set(involved) | set(sus)))
-    return Finding(check=check, suspects=sus, involved=inv, evidence=_plain(evidence), message=message)
+    return Finding(check=check, suspects=sus, involved=inv, evidence=plain(evidence), message=message)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """NumPy scalars/arrays and tuples -> JSON types; floats rounded so outputs are byte-stable."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        items = [_plain(v) for v in value]
+        items = [plain(v) for v in value]
         return sorted(items, key=canonical_json) if isinstance(value, set | frozenset) else items
     if hasattr(value, "tolist"):  # numpy scalar or array
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, bool) or value is None or isinstance(value, int | str):
         return value
     if isinstance(value, float):

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 _TABLE_MAX_BITS = 22  # direct-address bucket table up to 4 Mi entries (16 MiB); binary search beyond
+_MAX_PROBES = 100_000  # per hash: beyond this a plan is a mistake, not a search
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ def plan_index(n: int, radius: int, chunks: int | None = None) -> IndexPlan:
     base, extra = divmod(64, chunks)
     widths = tuple(base + (1 if k < extra else 0) for k in range(chunks))
     offsets = tuple(sum(widths[:k]) for k in range(chunks))
-    return IndexPlan(offsets=offsets, widths=widths, chunk_radius=radius // chunks)
+    plan = IndexPlan(offsets=offsets, widths=widths, chunk_radius=radius // chunks)
+    if plan.probes_per_hash > _MAX_PROBES:
+        raise ValueError(f"{chunks} chunk(s) at radius {radius} need {plan.probes_per_hash} probes per hash; "
+                         f"use more chunks (or a smaller radius)")
+    return plan
 
 
 def _flip_masks(width: int, radius: int):

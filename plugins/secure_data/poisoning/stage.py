@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secure_data.dataset.atomic import atomic_write_text
 from secure_data.dataset.layout import UnsafePathError
 from secure_data.dataset.manifest import (
     FileRecord,
     IntegrityError,
     Manifest,
     Reason,
+    canonical_json,
     count_records,
     read_manifest,
     verified_read,
@@ -47,13 +49,14 @@ from secure_data.poisoning.features import (
     extract_features,
     template_frames,
 )
-from secure_data.poisoning.findings import Finding, make_finding, write_findings
+from secure_data.poisoning.findings import Finding, make_finding, plain, write_findings
 from secure_data.poisoning.samples import Sample, collect_samples
 from secure_data.poisoning.triggers import check_triggers
 
 STAGE = "poisoning"
 MANIFEST_NAME = "manifest.jsonl"
 FINDINGS_NAME = "findings.jsonl"
+DRIFT_NAME = "drift.json"
 CONTENT_CHECKS = ("box_outlier", "box_misaligned", "class_confusion")
 
 log = logging.getLogger(__name__)
@@ -264,6 +267,14 @@ def run_poisoning(
     out_dir.mkdir(parents=True, exist_ok=True)
     records = _apply_quarantine(root, manifest.records, reasons, layout.quarantine(STAGE))
     written = write_findings(out_dir / FINDINGS_NAME, findings)
+    drift_path = None
+    if reference is not None:
+        # Every expectation's result (passes too): the evidence that drift was checked, and against what.
+        drift_path = out_dir / DRIFT_NAME
+        atomic_write_text(drift_path, canonical_json({
+            "reference": str(reference_manifest if not isinstance(reference_manifest, Manifest) else "<manifest>"),
+            "results": plain(list(analysis.drift_results)),
+        }) + "\n")
     header = {
         "stage": STAGE,
         "upstream": {"stage": upstream.stage, "manifest_digest": upstream.manifest_digest},
@@ -288,6 +299,7 @@ def run_poisoning(
             "findings_by_check": dict(written.by_check),
             "quarantined_samples": len(reasons),
             "failed_checks": failed,
+            **({"drift_path": str(drift_path)} if drift_path else {}),
         },
     )
     log.info("poisoning: %d findings %s, %d samples quarantined", len(findings), dict(written.by_check), len(reasons))

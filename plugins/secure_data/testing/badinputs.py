@@ -1,6 +1,6 @@
 """A corpus of bad inputs, mixed into a real (generated) YOLO dataset, with what each one should get.
 
-``inject_bad_inputs(root)`` adds 50+ kinds of hostile, broken or merely odd files to a
+``inject_bad_inputs(root)`` adds 80 kinds of hostile, broken or merely odd files to a
 dataset made by :func:`secure_data.testing.datasets.make_yolo_dataset` and returns one
 :class:`BadInput` per kind: the files it created or changed (as manifest paths) and the
 outcome the integrity stage must give each of them with its default policies:
@@ -148,15 +148,22 @@ class _Injector:
     size: tuple[int, int]
     rng: object
     results: list[BadInput] = field(default_factory=list)
+    pending_label: str | None = None  # label of the image drawn last, for bad_image / odd_image
 
     # --- content -----------------------------------------------------------------------------
     def fresh(self, *, max_objects: int = 3):
-        """A freshly drawn image (BGR array) and its YOLO label text."""
+        """A freshly drawn image (BGR array) and its YOLO label text (also kept as ``pending_label``)."""
         from secure_data.testing.datasets import draw_sample
 
         w, h = self.size
         img, boxes = draw_sample(self.rng, w, h, max_objects)
-        return img, "".join(b.yolo_line(w, h) + "\n" for b in boxes)
+        self.pending_label = "".join(b.yolo_line(w, h) + "\n" for b in boxes)
+        return img, self.pending_label
+
+    def take_label(self) -> str:
+        """The label of the image drawn last (so odd images keep boxes that match them), else a new one."""
+        label, self.pending_label = self.pending_label, None
+        return label if label is not None else self.fresh()[1]
 
     def encode(self, img, fmt: str = "JPEG", mode: str | None = None, **params) -> bytes:
         from PIL import Image
@@ -182,6 +189,7 @@ class _Injector:
     def pair(self, stem: str, image: bytes, label: str | bytes | None, *, split: str = "train",
              suffix: str = ".jpg") -> tuple[str, str]:
         """Write images/<split>/<stem><suffix> and (unless None) labels/<split>/<stem>.txt."""
+        self.pending_label = None  # used up: the next bad/odd image draws or takes its own
         img_rel = f"images/{split}/{stem}{suffix}"
         lbl_rel = f"labels/{split}/{stem}.txt"
         self.write(img_rel, image)
@@ -196,8 +204,7 @@ class _Injector:
     # --- shorthands for the two common shapes ------------------------------------------------
     def bad_image(self, kind: str, description: str, data: bytes, *codes: str, suffix: str = ".jpg") -> None:
         """A bad image with a valid label: the image is quarantined, the label follows it."""
-        _, label = self.fresh()
-        img_rel, lbl_rel = self.pair(f"bad_{kind}", data, label, suffix=suffix)
+        img_rel, lbl_rel = self.pair(f"bad_{kind}", data, self.take_label(), suffix=suffix)
         self.add(kind, description, quarantined(img_rel, *codes), quarantined(lbl_rel, "sample_image_rejected"))
 
     def bad_label(self, kind: str, description: str, label: str | bytes, *codes: str) -> None:
@@ -208,9 +215,8 @@ class _Injector:
 
     def odd_image(self, kind: str, description: str, data: bytes, *warnings: str, suffix: str = ".jpg",
                   mitigated_by: str = "", note: str = "") -> None:
-        """A valid but odd image with a valid label: accepted (with warnings when codes are given)."""
-        _, label = self.fresh()
-        img_rel, lbl_rel = self.pair(f"bad_{kind}", data, label, suffix=suffix)
+        """A valid but odd image with its own (matching) label: accepted (with warnings when codes are given)."""
+        img_rel, lbl_rel = self.pair(f"bad_{kind}", data, self.take_label(), suffix=suffix)
         first = warned(img_rel, *warnings) if warnings else accepted(img_rel)
         self.add(kind, description, first, accepted(lbl_rel), mitigated_by=mitigated_by, note=note)
 
@@ -288,8 +294,10 @@ def _k_corrupt_jpeg_body(j: _Injector) -> None:
     start = len(body) // 3
     body[start:start + 200] = bytes(200)  # zeroed entropy-coded data; markers and EOI intact
     j.odd_image("corrupt_jpeg_body", "JPEG with 200 zeroed bytes of entropy-coded data (EOI intact)", bytes(body),
-                note="LIMITATION: zero bits are valid Huffman data, so it decodes (to garbage pixels); "
-                     "no decoder-based check can tell, and integrity accepts it")
+                mitigated_by="poisoning",
+                note="LIMITATION of integrity: zero bits are valid Huffman data, so it decodes (to garbage pixels) "
+                     "and no decoder-based check can tell; the poisoning stage may notice that the boxes no "
+                     "longer fit their content (box_misaligned), as it does for seed 0")
 
 
 @_kind
@@ -594,6 +602,25 @@ def _k_exact_duplicate_images(j: _Injector) -> None:
 # ----- names ---------------------------------------------------------------------------------
 
 @_kind
+def _k_ambiguous_sample(j: _Injector) -> None:
+    image, label = j.jpeg()
+    img, _ = j.fresh()
+    jpg, lbl = j.pair("bad_ambiguous_sample", image, label)
+    png, _ = j.pair("bad_ambiguous_sample", j.encode(img, "PNG"), None, suffix=".png")
+    j.add("ambiguous_sample", "x.jpg and x.png share one label x.txt",
+          quarantined(jpg, "ambiguous_sample"), quarantined(png, "ambiguous_sample"),
+          quarantined(lbl, "ambiguous_sample"))
+
+
+@_kind
+def _k_uppercase_image_suffix(j: _Injector) -> None:
+    img_rel, lbl_rel = j.pair("bad_uppercase_image_suffix", *j.jpeg(), suffix=".JPG")
+    j.add("uppercase_image_suffix", "image named .JPG (label .txt)", accepted(img_rel), accepted(lbl_rel),
+          note="Ultralytics pairs x.JPG with x.txt too (an upper-case .TXT label does not pair there: "
+               "see tests/reliability/test_found_defects.py)")
+
+
+@_kind
 def _k_unicode_lookalike(j: _Injector) -> None:
     image, label = j.jpeg()
     img_rel, _ = j.pair("bad_lookalike_\u0430", image, None)  # Cyrillic small a
@@ -757,7 +784,8 @@ def _k_label_many_boxes(j: _Injector) -> None:
     image, _ = j.jpeg()
     img_rel, lbl_rel = j.pair("bad_label_many_boxes", image, "".join(lines))
     j.add("label_many_boxes", "10,000 valid boxes in one label", accepted(lbl_rel), accepted(img_rel),
-          mitigated_by="poisoning", note="valid syntax; a box-statistics outlier for the poisoning stage")
+          note="valid syntax, so integrity accepts it; poisoning reports it as a box_outlier, but its 10,000 "
+               "identical boxes also swamp the per-class box statistics (see test_found_defects.py)")
 
 
 @_kind
@@ -780,6 +808,15 @@ def _k_label_scientific(j: _Injector) -> None:
     image, _ = j.jpeg()
     img_rel, lbl_rel = j.pair("bad_label_scientific", image, "0 5e-1 5.0E-1 2e-1 2.0e-01\n")
     j.add("label_scientific", "coordinates in scientific notation", accepted(lbl_rel), accepted(img_rel))
+
+
+@_kind
+def _k_label_fullwidth_digits(j: _Injector) -> None:
+    image, _ = j.jpeg()
+    text = "0 0.5 0.5 0.2 0.2\n".translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789"})
+    img_rel, lbl_rel = j.pair("bad_label_fullwidth_digits", image, text)
+    j.add("label_fullwidth_digits", "coordinates written with full-width digits (０.５)", accepted(lbl_rel),
+          accepted(img_rel), note="Python's int()/float() and NumPy (which Ultralytics uses) read them alike")
 
 
 @_kind
