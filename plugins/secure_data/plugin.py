@@ -13,13 +13,18 @@ from secure_data.operators.links import RunReportLink
 
 
 def _create_app():
-    from fastapi import FastAPI, HTTPException
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse
 
     from secure_data.dataset.stage import RunLayout
     from secure_data.settings import output_root
 
-    app = FastAPI(title="secure-data reports")
+    # Airflow does not authenticate plugin apps: a report (quarantine table, file paths, thumbnails) is
+    # served only to a caller the auth manager lets read that DAG's runs, exactly like /api/v2.
+    app = FastAPI(title="secure-data reports",
+                  dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
 
     def _report_file(dag_id: str, run_id: str, relpath: str):
         base = RunLayout.for_run(output_root(), dag_id, run_id).report.resolve()

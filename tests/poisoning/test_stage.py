@@ -129,3 +129,15 @@ def test_records_quarantined_upstream_stay_as_they_are(dataset, tmp_path):
     assert after["images/train/train_00005.jpg"].reasons == (gone,)
     assert after["images/train/train_00005.jpg"].status == QUARANTINED
     assert result.counts["quarantined"] == 2
+
+
+def test_parallel_feature_extraction_gives_the_same_outputs(tmp_path):
+    from secure_data.testing.attacks import make_clean_dataset
+
+    root = make_clean_dataset(tmp_path / "small", n_train=64, n_val=16, seed=4)
+    ds = inject_attack(root, tmp_path / "attacked", attack="label_flip", rate=0.1, seed=4)
+    upstream = integrity_like_manifest(ds.root, tmp_path / "integrity")
+    serial = run_poisoning(upstream, RunLayout(tmp_path / "serial"), config=PoisoningConfig(workers=1))
+    fanned = run_poisoning(upstream, RunLayout(tmp_path / "fanned"), config=PoisoningConfig(workers=2))
+    assert serial.extra["findings_digest"] == fanned.extra["findings_digest"]
+    assert serial.extra["findings_by_check"].get("duplicate_label_conflict", 0) >= 1

@@ -101,16 +101,17 @@ def test_report_renders_in_headless_chromium(run_with_stages, tmp_path):
 
 
 def test_plugin_serves_reports_and_refuses_path_escape(run_with_stages, monkeypatch, airflow_home):
+    from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
-
-    from secure_data.plugin import _create_app
 
     layout, stages, _ = run_with_stages
     build_report(layout, stages, dag_id="secure_pretraining_sanitization", run_id="manual__2026-11-27T00:00:00")
     monkeypatch.setenv("SECURE_DATA_OUTPUT_ROOT", str(layout.root.parents[1]))
-    client = TestClient(_create_app())
-    ok = client.get("/reports/secure_pretraining_sanitization/manual__2026-11-27T00:00:00/")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    client = TestClient(create_app())  # the real Airflow API app, with our plugin mounted as Airflow does
+    base = "/secure-data/reports/secure_pretraining_sanitization"
+    ok = client.get(f"{base}/manual__2026-11-27T00:00:00/")
     assert ok.status_code == 200 and "secure-data run report" in ok.text
-    assert client.get("/reports/secure_pretraining_sanitization/other-run/").status_code == 404
-    escape = client.get("/reports/secure_pretraining_sanitization/manual__2026-11-27T00:00:00/..%2F..%2Fintegrity%2Fmanifest.jsonl")
+    assert client.get(f"{base}/other-run/").status_code == 404
+    escape = client.get(f"{base}/manual__2026-11-27T00:00:00/..%2F..%2Fintegrity%2Fmanifest.jsonl")
     assert escape.status_code == 404
