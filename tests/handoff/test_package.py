@@ -239,3 +239,29 @@ def test_a_source_changed_after_hashing_aborts_the_whole_package(small_dataset, 
         build_package(tmp_path / "packages", sources, sanitizer_ks, name="small", package_id="fixed-id")
     assert not (tmp_path / "packages" / "fixed-id").exists()
     assert list((tmp_path / "packages").iterdir()) == []  # no partial directory either
+
+
+def test_a_name_too_long_for_its_ciphertext_is_refused_before_anything_is_written(sanitizer_ks, tmp_path):
+    from secure_data.handoff.package import PackageFormatError
+    from secure_data.testing.datasets import make_yolo_dataset
+
+    root = make_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1, seed=2)
+    stem = "c" * 249  # "<stem>.jpg" is 253 bytes (legal); "<stem>.jpg.enc" would be 257
+    (root / "images/train/train_00000.jpg").rename(root / f"images/train/{stem}.jpg")
+    with pytest.raises(PackageFormatError, match=f"images/train/{stem}.jpg.*NAME_MAX 255"):
+        build_package(tmp_path / "packages", sources_from_directory(root), sanitizer_ks, name="long")
+    assert not (tmp_path / "packages").exists()  # no key made, no directory, no partial ciphertext
+
+
+def test_the_longest_name_integrity_accepts_round_trips(sanitizer_ks, trainer_ks, tmp_path):
+    from secure_data.dataset.layout import MAX_NAME_BYTES
+    from secure_data.testing.datasets import make_yolo_dataset
+
+    root = make_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1, seed=2)
+    stem = "c" * (MAX_NAME_BYTES - 4)
+    (root / "images/train/train_00000.jpg").rename(root / f"images/train/{stem}.jpg")
+    (root / "labels/train/train_00000.txt").rename(root / f"labels/train/{stem}.txt")
+    info = build_package(tmp_path / "packages", sources_from_directory(root), sanitizer_ks, name="long")
+    (tmp_path / "scratch").mkdir()
+    with open_package(info.uri, trainer_ks, scratch_parent=tmp_path / "scratch") as pkg:
+        assert _files(pkg.path) == _files(root)

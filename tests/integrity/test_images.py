@@ -106,3 +106,57 @@ def test_corrupt_header_is_a_decode_error():
     data = bytearray(encode("PNG"))
     data[20] ^= 0xFF  # inside IHDR: the CRC no longer matches
     assert [f.code for f in inspect_image(bytes(data), ".png", max_pixels=10_000)[1]] == ["decode_error"]
+
+
+def _hostile_exif_jpeg(n_entries: int = 5000) -> bytes:
+    from secure_data.testing.badinputs import exif_many_entries, insert_jpeg_segments
+
+    return insert_jpeg_segments(encode("JPEG"), [(0xE1, exif_many_entries(n_entries))])
+
+
+def test_hostile_exif_is_one_meta_flag_not_thousands_of_warnings():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta, findings = inspect_image(_hostile_exif_jpeg(), ".jpg", max_pixels=10_000)
+    assert caught == []
+    assert findings == []  # the pixels decode; anonymization drops the EXIF anyway
+    assert meta["exif_malformed"] is True and meta["pillow_warnings"] == 5000
+    # the same bytes give the same record every time (Python's "warn once" registry plays no part)
+    assert inspect_image(_hostile_exif_jpeg(), ".jpg", max_pixels=10_000)[0] == meta
+
+
+def test_collecting_warnings_is_per_thread_and_restores_global_state():
+    import logging
+    import threading
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from secure_data.dataset.pillow_warnings import collect_pillow_warnings
+
+    hostile, clean = _hostile_exif_jpeg(300), encode("JPEG")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters, hook = list(warnings.filters), warnings.showwarning
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            metas = list(pool.map(lambda i: inspect_image(hostile if i % 2 else clean, ".jpg", max_pixels=10_000)[0],
+                                  range(64)))
+        assert [m.get("pillow_warnings") for m in metas] == [None, 300] * 32
+        # a thread that is not collecting keeps its warnings while another thread collects
+        inside, release = threading.Event(), threading.Event()
+
+        def hold_window():
+            with collect_pillow_warnings():
+                inside.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_window)
+        holder.start()
+        inside.wait(10)
+        warnings.warn("not Pillow's", UserWarning, stacklevel=1)
+        release.set()
+        holder.join()
+        assert [str(w.message) for w in caught] == ["not Pillow's"]
+        assert warnings.filters == filters and warnings.showwarning is hook
+    assert logging.getLogger("PIL").level == logging.NOTSET

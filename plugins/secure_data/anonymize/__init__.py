@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec
 from secure_data.anonymize.modelfile import ModelIntegrityError
-from secure_data.anonymize.shard import STAGE, merge_anonymize, run_anonymize_shard, shard_of
+from secure_data.anonymize.shard import STAGE, merge_anonymize, merge_shards, run_anonymize_shard, shard_of
 
 __all__ = [
     "STAGE",
@@ -19,6 +19,7 @@ __all__ = [
     "DetectorSpec",
     "ModelIntegrityError",
     "merge_anonymize",
+    "merge_shards",
     "run_anonymize_shard",
     "shard_of",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -19,11 +20,30 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+NAME_MAX = 255  # bytes per path component on Linux filesystems (ext4, xfs, tmpfs, overlayfs)
+# mkstemp's random part; the temp name of ``x`` is ``.x.<8 random>.tmp``: 14 bytes longer than ``x``.
+_RANDOM_CHARS = 8
+TEMP_NAME_OVERHEAD = len("..") + _RANDOM_CHARS + len(".tmp")
+
+
+def temp_prefix(name: str, suffix: str) -> str:
+    """The ``mkstemp`` prefix for a temporary sibling of ``name``, never longer than NAME_MAX in total.
+
+    ``.<name>.`` when it fits (readable, and a killed writer's leftovers can be matched to their
+    target by name); otherwise a hash of the name, so a legal 255-byte target name still gets a
+    legal temporary name instead of ``OSError: File name too long``.
+    """
+    prefix = f".{name}."
+    if len(os.fsencode(prefix)) + _RANDOM_CHARS + len(os.fsencode(suffix)) <= NAME_MAX:
+        return prefix
+    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}."
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> Path:
     """Write ``data`` to ``path`` so that the file is either complete or absent."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name, ".tmp"), suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -54,7 +74,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     if target.exists():
         raise FileExistsError(f"{target} already exists; published directories are write-once")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name, ".partial"), suffix=".partial", dir=target.parent))
     try:
         yield tmp
         os.rename(tmp, target)  # atomic on one filesystem; fails if target appeared meanwhile

@@ -1,6 +1,15 @@
 """The YOLO dataset layout: ``data.yaml`` + ``images/<split>/*`` + ``labels/<split>/*.txt``.
 
 Walking never follows a symlink and never yields a path outside the root.
+
+Pairing follows what the trainer does, not what looks reasonable: Ultralytics finds an image's
+label with ``img2label_paths`` (the LAST ``/images/`` of the path becomes ``/labels/``, the
+suffix becomes the literal ``.txt``, case-sensitive). :func:`trainer_label_relpath` is that rule.
+
+Path lengths: the chain writes every dataset path again under the run directory (quarantine
+copies + ``.reason.json``, anonymized outputs, each through a temporary sibling), so a name that
+is legal in the source can be too long there. :func:`path_length_problem` is the limit the
+integrity stage enforces, so later stages never meet such a name.
 """
 
 from __future__ import annotations
@@ -11,9 +20,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-LABEL_SUFFIX = ".txt"
+from secure_data.dataset.atomic import NAME_MAX, TEMP_NAME_OVERHEAD
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # any case
+LABEL_SUFFIX = ".txt"  # exactly: Ultralytics appends this literal, so "x.TXT" is never read as a label
 DATA_YAML = "data.yaml"
+
+PATH_MAX = 4096  # bytes, including the terminating NUL (Linux)
+# The longest suffix the chain appends to a dataset file name: the quarantine's ".reason.json"
+# (12 bytes), written through a temporary sibling ".<name>.reason.json.<8 random>.tmp" (+14).
+NAME_SUFFIX_BUDGET = len(".reason.json") + TEMP_NAME_OVERHEAD
+MAX_NAME_BYTES = NAME_MAX - NAME_SUFFIX_BUDGET  # 229: longest file name the chain accepts
+# Longest relative path the chain accepts: every stage and the trainer's scratch folder re-create
+# the path under their own root, so it must leave room for that root (a fixed limit keeps a package
+# usable on a machine with a longer scratch path than ours).
+MAX_RELPATH_BYTES = 1024
+# Room for the folders a stage puts between the run root and a dataset path
+# ("quarantine/<stage>/", "<stage>/data/"): stage names are short identifiers.
+RUN_SUBDIR_BUDGET = 32
 
 
 class UnsafePathError(ValueError):
@@ -68,15 +92,78 @@ def resolve_inside(root: str | os.PathLike, relpath: str) -> Path:
 
 
 def classify(relpath: str) -> tuple[str, str | None]:
+    """(kind, split) of a dataset path. Image suffixes match in any case (as in Ultralytics); the label
+    suffix only as ``.txt`` exactly, because that is the only name the trainer ever opens."""
     parts = PurePosixPath(relpath).parts
-    suffix = PurePosixPath(relpath).suffix.lower()
+    suffix = PurePosixPath(relpath).suffix
     if relpath == DATA_YAML:
         return "meta", None
     if len(parts) >= 3 and parts[0] == "images":
-        return ("image" if suffix in IMAGE_SUFFIXES else "other"), parts[1]
+        return ("image" if suffix.lower() in IMAGE_SUFFIXES else "other"), parts[1]
     if len(parts) >= 3 and parts[0] == "labels":
         return ("label" if suffix == LABEL_SUFFIX else "other"), parts[1]
     return "other", None
+
+
+def trainer_label_relpath(image_relpath: str) -> str:
+    """The label path Ultralytics reads for an image (``ultralytics.data.utils.img2label_paths``).
+
+    Its rule on the absolute path: the last ``/images/`` becomes ``/labels/``, everything after the
+    last ``.`` becomes ``txt``. The dataset root holds ``images/``, so the last ``/images/`` of the
+    absolute path always lies inside the relative one and the rule can be applied to ``"/" + relpath``.
+    """
+    head, sep, tail = f"/{image_relpath}".rpartition("/images/")
+    joined = f"{head}/labels/{tail}" if sep else f"/{image_relpath}"
+    return joined[1:].rsplit(".", 1)[0] + LABEL_SUFFIX
+
+
+def layout_label_relpath(image_relpath: str) -> str:
+    """The label path the YOLO layout pairs with an image: ``images/<split>/a/b.jpg`` -> ``labels/<split>/a/b.txt``."""
+    parts = PurePosixPath(image_relpath).parts
+    return str(PurePosixPath("labels", *parts[1:]).with_suffix(LABEL_SUFFIX))
+
+
+def nested_images_problem(image_relpath: str) -> str | None:
+    """Why the trainer would not read the label the layout pairs with this image, or None.
+
+    That happens when a folder below ``images/`` is itself called ``images`` (``images/train/sub/images/x.jpg``,
+    or a split called ``images``): Ultralytics swaps the LAST one and reads ``images/train/sub/labels/x.txt``.
+    """
+    ours, trainer = layout_label_relpath(image_relpath), trainer_label_relpath(image_relpath)
+    if ours == trainer:
+        return None
+    return (f"Ultralytics reads this image's labels from {trainer!r} (the last 'images' folder of the path "
+            f"becomes 'labels'), not from {ours!r}: a folder named 'images' below images/ is not supported")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def fits_under(base: str | os.PathLike, relpath: str, *, suffix_budget: int = NAME_SUFFIX_BUDGET) -> bool:
+    """True when ``base/relpath`` plus a suffix of ``suffix_budget`` bytes is a legal path (NAME_MAX, PATH_MAX)."""
+    name = relpath.rsplit("/", 1)[-1]
+    total = len(os.fsencode(base)) + 1 + _utf8_len(relpath) + suffix_budget
+    return _utf8_len(name) + suffix_budget <= NAME_MAX and total < PATH_MAX
+
+
+def path_length_problem(relpath: str, *, run_root: str | os.PathLike | None = None) -> str | None:
+    """Why the chain cannot carry ``relpath``, or None. The limits are documented in docs/integrity.md.
+
+    The file name may have at most MAX_NAME_BYTES (NAME_MAX less what the chain appends to it), the
+    path at most MAX_RELPATH_BYTES, and, given ``run_root``, the path must fit under the run's
+    deepest stage folder with those suffixes (PATH_MAX).
+    """
+    name = relpath.rsplit("/", 1)[-1]
+    if _utf8_len(name) > MAX_NAME_BYTES:
+        return (f"file name is {_utf8_len(name)} bytes; the chain appends up to {NAME_SUFFIX_BUDGET} bytes "
+                f"(.reason.json, temporary files) and NAME_MAX is {NAME_MAX}: at most {MAX_NAME_BYTES} bytes")
+    if _utf8_len(relpath) > MAX_RELPATH_BYTES:
+        return f"path is {_utf8_len(relpath)} bytes; at most {MAX_RELPATH_BYTES} bytes are accepted"
+    if run_root is not None and not fits_under(Path(run_root) / ("x" * (RUN_SUBDIR_BUDGET - 1)), relpath):
+        return (f"path is {_utf8_len(relpath)} bytes and does not fit under the run folder {os.fspath(run_root)!r} "
+                f"({len(os.fsencode(run_root))} bytes) with the stage folders and suffixes (PATH_MAX {PATH_MAX})")
+    return None
 
 
 def walk_dataset(root: str | os.PathLike) -> Iterator[DatasetEntry]:
@@ -102,8 +189,8 @@ def walk_dataset(root: str | os.PathLike) -> Iterator[DatasetEntry]:
 
 
 def label_relpath_for(image_relpath: str) -> str:
-    parts = PurePosixPath(image_relpath).parts
-    return str(PurePosixPath("labels", *parts[1:]).with_suffix(LABEL_SUFFIX))
+    """The label the trainer reads for an image (see :func:`trainer_label_relpath`)."""
+    return trainer_label_relpath(image_relpath)
 
 
 def image_stem_key(relpath: str) -> str:

@@ -12,7 +12,8 @@ This module never imports Airflow: the operator builds the ``ObjectStoragePath``
 backend) and passes it in; here it is just an object with ``.fs`` and ``.path``.
 
 Never followed, never copied (recorded as refused entries instead): symlinks,
-non-regular files, and names that are not normalised relative paths inside the root.
+non-regular files, names that are not normalised relative paths inside the root, and
+paths too long for the chain (``layout.path_length_problem``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from secure_data.dataset.atomic import atomic_directory
-from secure_data.dataset.layout import UnsafePathError, safe_relpath
+from secure_data.dataset.layout import UnsafePathError, path_length_problem, safe_relpath
 from secure_data.dataset.manifest import canonical_json
 
 MIRROR_SCHEMA = "secure-data/mirror/v1"
@@ -42,6 +43,7 @@ REFUSED_SYMLINK = "symlink"
 REFUSED_NOT_REGULAR = "not_regular_file"
 REFUSED_UNSAFE_PATH = "unsafe_path"
 REFUSED_UNREADABLE = "unreadable"
+REFUSED_PATH_TOO_LONG = "path_too_long"
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ def _plan(fs: Any, root: str) -> tuple[list[tuple[str, str]], list[RefusedEntry]
                                         sha256=hashlib.sha256(os.fsencode(target)).hexdigest(), size=len(target)))
         elif info.get("type") not in ("file", None):
             refused.append(RefusedEntry(rel, REFUSED_NOT_REGULAR, f"entry of type {info.get('type')!r}"))
+        elif (too_long := path_length_problem(rel)) is not None:  # the chain could not carry it: not copied
+            refused.append(RefusedEntry(rel, REFUSED_PATH_TOO_LONG, too_long, size=int(info.get("size") or 0)))
         else:
             to_copy.append((rel, name))
     return to_copy, refused

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from secure_data.dataset.atomic import atomic_directory
-from secure_data.dataset.layout import UnsafePathError, safe_relpath
+from secure_data.dataset.atomic import NAME_MAX, atomic_directory, temp_prefix
+from secure_data.dataset.layout import PATH_MAX, UnsafePathError, fits_under, safe_relpath
 from secure_data.dataset.manifest import IntegrityError, canonical_json, digest_of
 from secure_data.handoff import stream
 from secure_data.handoff.keyservice import KeyService
@@ -354,6 +354,7 @@ def build_package(
     upstream = {str(k): str(v) for k, v in (upstream or {}).items()}
     ordered = sorted(sources, key=lambda s: s.path)
     _check_paths([s.path for s in ordered])
+    _check_storable(Path(packages_root), package_id, [s.path for s in ordered])
     aead = {"construction": stream.CONSTRUCTION, "chunk_size": chunk_size}
 
     data_key = key_service.generate_data_key()
@@ -403,6 +404,24 @@ def _check_paths(paths: Sequence[str]) -> None:
         if path in seen:
             raise PackageFormatError(f"duplicate path {path!r}")
         seen.add(path)
+
+
+def _check_storable(packages_root: Path, package_id: str, paths: Sequence[str]) -> None:
+    """Refuse, before a data key is made or a byte written, a path whose ciphertext file cannot be created.
+
+    ``data/<path>.enc`` is 4 bytes longer than the path's own name, and the package is built under
+    ``atomic_directory``'s temporary name: a legal 252..255-byte file name, or a deep path, would
+    otherwise fail with a bare ``OSError: File name too long`` half-way through the build.
+    """
+    building = packages_root / f"{temp_prefix(package_id, '.partial')}{'x' * 8}.partial"
+    for path in paths:
+        rel = ciphertext_relpath(path)
+        if not fits_under(building, rel, suffix_budget=0):
+            name = len(os.fsencode(rel.rsplit("/", 1)[-1]))
+            raise PackageFormatError(
+                f"{path!r} cannot be packaged: its ciphertext file name is {name} bytes (NAME_MAX {NAME_MAX}) "
+                f"or its path under {os.fspath(packages_root)!r} is longer than PATH_MAX {PATH_MAX}; the "
+                "integrity stage quarantines such names (path_too_long)")
 
 
 def _encrypt_source(tmp: Path, src: SourceFile, key: bytes, package_id: str, content_digest: str,

@@ -33,6 +33,7 @@ class Finding:
 SYMLINK = "symlink"
 NOT_REGULAR_FILE = "not_regular_file"
 UNSAFE_PATH = "unsafe_path"
+PATH_TOO_LONG = "path_too_long"  # name or path too long for the stages after integrity (docs/integrity.md)
 UNREADABLE = "unreadable"
 FILE_TOO_LARGE = "file_too_large"
 MIRROR_MISMATCH = "mirror_mismatch"
@@ -67,6 +68,7 @@ LABEL_DUPLICATE_BOX = "label_duplicate_box"
 IMAGE_WITHOUT_LABEL = "image_without_label"
 LABEL_WITHOUT_IMAGE = "label_without_image"
 AMBIGUOUS_SAMPLE = "ambiguous_sample"
+NESTED_IMAGES_FOLDER = "nested_images_folder"  # the trainer would read another label than the layout pairs
 SAMPLE_IMAGE_REJECTED = "sample_image_rejected"
 SAMPLE_LABEL_REJECTED = "sample_label_rejected"
 

@@ -15,7 +15,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from secure_data.dataset.layout import DATA_YAML, UnsafePathError, classify, resolve_inside, safe_relpath
+from secure_data.dataset.layout import (
+    DATA_YAML,
+    LABEL_SUFFIX,
+    UnsafePathError,
+    classify,
+    nested_images_problem,
+    path_length_problem,
+    resolve_inside,
+    safe_relpath,
+)
 from secure_data.dataset.manifest import FileRecord
 from secure_data.dataset.storage import Mirror, RefusedEntry
 from secure_data.integrity import codes
@@ -57,6 +66,11 @@ class FileResult:
 
 
 def _sample_of(rel: str, kind: str, split: str | None) -> str | None:
+    """``<split>/<path below the split, without suffix>``: the key that pairs an image with its label.
+
+    This is the YOLO layout's pairing; where Ultralytics would pair differently (a folder named
+    ``images`` below ``images/<split>/``), ``check_entry`` rejects the image (``nested_images_folder``).
+    """
     if kind not in ("image", "label") or split is None:
         return None
     parts = PurePosixPath(rel).parts
@@ -168,15 +182,32 @@ def _not_read(entry: InputEntry, code: str, detail: str, sha256: str = "", size:
     return FileResult(record, (Finding(code, detail),), readable=False, copyable=False, safe_name=safe)
 
 
-def check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int) -> FileResult:
-    """Read and check one file. Never raises: an unexpected error becomes a ``check_error`` finding."""
+def check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int, *,
+                run_root: Path | None = None) -> FileResult:
+    """Read and check one file. Never raises: an unexpected error becomes a ``check_error`` finding.
+
+    ``run_root``: the run folder the later stages write this path under (its length limits the path).
+    """
     try:
-        return _check_entry(root, entry, config, n_classes)
+        return _check_entry(root, entry, config, n_classes, run_root)
     except Exception as exc:  # noqa: BLE001 - one bad file must not take the stage down
         return _not_read(entry, codes.CHECK_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int) -> FileResult:
+def _too_long(root: Path, entry: InputEntry, problem: str, config: IntegrityConfig) -> FileResult:
+    """A file whose path the chain cannot carry: hashed (for the record and the quarantine copy), not checked."""
+    try:
+        _, sha, size = read_once(root, entry.path, 0)
+    except (OSError, UnsafePathError) as exc:
+        return _not_read(entry, codes.PATH_TOO_LONG, f"{problem}; unreadable: {type(exc).__name__}: {exc}")
+    record = FileRecord(path=entry.path, sha256=sha, size=size, kind=entry.kind, split=entry.split,
+                        sample=entry.sample)
+    return FileResult(record, (Finding(codes.PATH_TOO_LONG, problem),), readable=True,
+                      copyable=size <= config.max_file_bytes)
+
+
+def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int,
+                 run_root: Path | None) -> FileResult:
     if entry.state == REFUSED:
         r = entry.refused
         assert r is not None
@@ -191,6 +222,11 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
         return _not_read(entry, codes.UNREADABLE, f"directory cannot be listed ({entry.fs_name})")
     if entry.state == SPECIAL:
         return _not_read(entry, codes.NOT_REGULAR_FILE, "not a regular file (device, FIFO or socket)")
+    # Before anything else: the later stages cannot even write this path (quarantine copies and
+    # anonymized outputs would fail with "File name too long" and take their whole task down).
+    too_long = path_length_problem(entry.path, run_root=run_root)
+    if too_long is not None:
+        return _too_long(root, entry, too_long, config)
 
     if entry.kind == "label":
         limit = config.max_label_bytes
@@ -210,6 +246,9 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
     meta: dict[str, Any] = {}
     copyable = True
     if entry.kind == "image":
+        nested = nested_images_problem(entry.path)
+        if nested is not None:
+            findings.append(Finding(codes.NESTED_IMAGES_FOLDER, nested))
         if data is None:
             findings.append(Finding(codes.FILE_TOO_LARGE, f"{size} bytes > max_file_bytes {config.max_file_bytes}"))
             copyable = False
@@ -235,7 +274,13 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
 
 
 def _unexpected_detail(path: str) -> str:
-    top = PurePosixPath(path).parts[0]
+    pure = PurePosixPath(path)
+    top = pure.parts[0]
+    if top == "labels" and len(pure.parts) >= 3 and pure.suffix.lower() == LABEL_SUFFIX:
+        # x.TXT: Ultralytics opens exactly <stem>.txt (case-sensitive filesystems), never this file.
+        return (f"label suffix {pure.suffix!r} is not {LABEL_SUFFIX!r}: Ultralytics reads "
+                f"{str(pure.with_suffix(LABEL_SUFFIX))!r} and would never read this file (its image would "
+                "train as a background image)")
     if top in ("images", "labels"):
-        return f"suffix {PurePosixPath(path).suffix or '(none)'} is not expected under {top}/<split>/"
+        return f"suffix {pure.suffix or '(none)'} is not expected under {top}/<split>/"
     return "outside the YOLO layout (data.yaml, images/<split>/, labels/<split>/)"

@@ -4,6 +4,10 @@ Order matters: the type comes from the magic bytes (never the extension), the
 header dimensions are checked against ``max_pixels`` BEFORE anything is decoded,
 and only then is the whole image decoded (a header-only open proves little:
 a truncated JPEG has a perfect header).
+
+Pillow's warnings are collected, not printed: a hostile EXIF block makes Pillow warn once per
+IFD entry (thousands per image). They become the meta fields ``pillow_warnings`` (how many)
+and ``exif_malformed`` (some came from the EXIF/TIFF parser) on the image's record.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from secure_data.dataset.pillow_warnings import collect_pillow_warnings
 from secure_data.integrity import codes
 from secure_data.integrity.codes import Finding
 
@@ -24,6 +29,8 @@ _EXIF_GPS_IFD = 0x8825
 _EXIF_ORIENTATION = 0x0112
 # Bits per channel for Pillow modes that are not 8 bits.
 _MODE_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+# The Pillow module that parses EXIF (and TIFF) IFDs: its warnings mean the EXIF block is malformed.
+_EXIF_PARSER = "TiffImagePlugin.py"
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -74,7 +81,21 @@ def _bit_depth(data: bytes, fmt: str, mode: str) -> int:
 
 
 def inspect_image(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, Any], list[Finding]]:
-    """Check one image's bytes. Returns (meta, findings); never raises for bad input."""
+    """Check one image's bytes. Returns (meta, findings); never raises for bad input.
+
+    Pillow's warnings (EXIF ones can number thousands per file) are counted into ``meta`` instead of
+    reaching the log; EXIF tags Pillow skipped as corrupt leave ``exif_malformed: True``.
+    """
+    with collect_pillow_warnings() as caught:
+        meta, findings = _inspect(data, suffix, max_pixels=max_pixels)
+    if caught:
+        meta["pillow_warnings"] = len(caught)
+        if any(w.source == _EXIF_PARSER for w in caught):
+            meta["exif_malformed"] = True
+    return meta, findings
+
+
+def _inspect(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, Any], list[Finding]]:
     from PIL import Image
 
     findings: list[Finding] = []

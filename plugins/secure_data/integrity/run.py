@@ -17,7 +17,6 @@ operator calls. Steps:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter, defaultdict
@@ -26,14 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
+from secure_data.dataset.atomic import atomic_write_bytes
 from secure_data.dataset.layout import DATA_YAML, parse_class_names
 from secure_data.dataset.manifest import (
     FileRecord,
     IntegrityError,
     Manifest,
     Reason,
-    canonical_json,
     count_records,
     digest_of,
     read_manifest,
@@ -224,22 +222,20 @@ def _gx_tables(results: Mapping[str, FileResult], findings: Mapping[str, list[Fi
 
 def _copy_to_quarantine(data_root: Path, qroot: Path, res: FileResult, record: FileRecord,
                         reasons: tuple[Reason, ...]) -> Reason | None:
-    """Copy one rejected file (bytes re-read and checked against its hash). Returns an extra reason on failure."""
-    if not res.safe_name:
-        # A name that cannot be a path inside the quarantine: keep the reason under a hashed name.
-        name = hashlib.sha256(record.path.encode("utf-8")).hexdigest()
-        doc = {"path": record.path, "sha256": record.sha256, "size": record.size, "sample": record.sample,
-               "copied": False, "reasons": [r.to_dict() for r in reasons]}
-        atomic_write_text(qroot / "_unsafe_names" / f"{name}.reason.json", canonical_json(doc) + "\n")
-        return None
+    """Copy one rejected file (bytes re-read and checked against its hash). Returns an extra reason on failure.
+
+    A name that cannot be a path inside the quarantine (unsafe, or too long there) is stored by
+    ``quarantine_file`` under ``_unsafe_names/<sha256 of the path>``, its reason file saying so
+    (``unsafe-name:...`` stand-ins for names that are not UTF-8 included: they are not the name on disk).
+    """
     data = None
     extra = None
-    if res.readable and res.copyable:
+    if res.safe_name and res.readable and res.copyable:
         try:
             data = verified_read(data_root, record)
         except (IntegrityError, OSError, ValueError) as exc:
             extra = Reason(codes.QUARANTINE_COPY_FAILED, f"{type(exc).__name__}: {exc}", STAGE)
-    quarantine_file(qroot, record, data, reasons + ((extra,) if extra else ()))
+    quarantine_file(qroot, record, data, reasons + ((extra,) if extra else ()), hashed=not res.safe_name)
     return extra
 
 
@@ -290,7 +286,7 @@ def run_integrity(
     n_classes = len(class_names)
 
     def check_batch(batch: list[InputEntry]) -> list[FileResult]:
-        return [check_entry(data_root, e, config, n_classes) for e in batch]
+        return [check_entry(data_root, e, config, n_classes, run_root=layout.root) for e in batch]
 
     results: dict[str, FileResult] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -299,6 +295,10 @@ def run_integrity(
             for r in batch:
                 results[r.record.path] = r
     results[DATA_YAML] = FileResult(yaml_record)
+    malformed = sum(1 for r in results.values() if r.record.meta.get("exif_malformed"))
+    if malformed:  # one line for the run: Pillow's per-entry warnings were collected, not logged
+        log.warning("integrity: %d image(s) with malformed EXIF (meta exif_malformed; Pillow's warnings "
+                    "suppressed)", malformed)
 
     findings: dict[str, list[Finding]] = {p: list(r.findings) for p, r in results.items()}
     for path, extra in _pairing_findings(results).items():

@@ -14,7 +14,7 @@ these small records. Per image it yields:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from secure_data.poisoning.config import PoisoningConfig
@@ -59,7 +59,6 @@ class SampleFeatures:
     ys: Any = None
     fits: tuple[BoxFit, ...] = ()
     error: str | None = None  # set when the image could not be read or decoded
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
