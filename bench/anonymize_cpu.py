@@ -58,12 +58,11 @@ def make_images(folder: Path, n: int, width: int, height: int) -> list[Path]:
     from secure_data.testing.datasets import draw_sample
 
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1080)
     paths = []
     for i in range(n):
         path = folder / f"img_{i:05d}.jpg"
-        if not path.exists():
-            img, _ = draw_sample(rng, width, height)
+        if not path.exists():  # one seed per image: the same file whatever was generated before
+            img, _ = draw_sample(np.random.default_rng(i), width, height)
             cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         paths.append(path)
     return paths
@@ -154,7 +153,7 @@ def main() -> None:
     from secure_data.anonymize.engine import AnonymizeEngine
     from secure_data.testing.models import demo_detector
 
-    src_root = args.workdir / f"src-{args.width}x{args.height}"
+    src_root = args.workdir / f"src-{args.width}x{args.height}-n{args.n}"
     images = make_images(src_root / "images" / "train", args.n, args.width, args.height)
     mean_kb = sum(p.stat().st_size for p in images) / len(images) / 1024
     model_path, model_sha = demo_detector()

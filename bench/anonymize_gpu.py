@@ -153,7 +153,7 @@ def main() -> None:
     from secure_data.anonymize.engine import AnonymizeEngine
 
     on_gpu = args.device.startswith("cuda")
-    src_root = args.workdir / f"src-{args.width}x{args.height}"
+    src_root = args.workdir / f"src-{args.width}x{args.height}-n{args.n}"
     files = make_images(src_root / "images" / "train", args.n, args.width, args.height, args.workers)
     model_path, model_sha = model_file(args.model, args.workdir)
     work = Path(tempfile.mkdtemp(prefix="anon-gpu-", dir=args.workdir))
@@ -165,7 +165,7 @@ def main() -> None:
                                      read_workers=args.workers, write_workers=args.workers,
                                      prefetch_batches=3 if on_gpu else 2)
             engine = AnonymizeEngine(config)
-            warm = src_root.parent / f"warm-{args.width}x{args.height}"
+            warm = src_root.parent / f"warm-{args.width}x{args.height}-b{args.batch_size}"
             if not warm.exists():  # one batch, to build kernels/plans before timing
                 (warm / "images" / "train").mkdir(parents=True)
                 for f in files[: args.batch_size]:
