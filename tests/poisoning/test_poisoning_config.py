@@ -33,6 +33,8 @@ def test_dag_param_shapes_are_accepted():
     ({"near_dup_radius": "six"}, "expected int"),
     ({"policies": {"label_flip": "warn"}}, "unknown checks"),
     ({"block_px": 7}, "even"),
+    ({"stats_boxes_per_image": "0"}, "stats_boxes_per_image"),
+    ({"max_boxes_per_image": 0}, "max_boxes_per_image"),
 ])
 def test_bad_configs_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -3,7 +3,9 @@
 ``box_outlier``: per class, the modified z-score (Iglewicz & Hoaglin:
 0.6745 * |x - median| / MAD) of log box area, log aspect ratio (in pixels) and the
 number of boxes of that class per image. Median and MAD ignore up to half the
-data being wrong, so the poison cannot hide by shifting the mean.
+data being wrong, so the poison cannot hide by shifting the mean. They are weighted
+so that one image counts at most ``stats_boxes_per_image`` boxes: one label file with
+thousands of boxes cannot become the distribution (it is flagged on its box count).
 
 ``box_misaligned`` and ``class_confusion`` use the per-box template fits computed
 in :mod:`secure_data.poisoning.features`: every class has a template (the median
@@ -25,21 +27,49 @@ from secure_data.poisoning.samples import Sample
 
 _MAD_TO_Z = 0.6745
 _MEANAD_TO_Z = 0.7979  # IBM's fallback when MAD is 0: 0.7979 * |x - median| / mean absolute deviation
+_MAX_LISTED = 50  # outlying statistics listed per sample; the rest are counted (a 10,000-box file)
 
 
-def robust_z(values: Sequence[float]) -> list[float]:
-    """Modified z-scores; 0 for everything when the data has no spread at all."""
+def weighted_median(values: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """Median where each value counts ``weight`` times; equal weights give exactly ``np.median``."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return 0.0
+    if weights is None:
+        return float(np.median(x))
+    w = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    xs, cum = x[order], np.cumsum(w[order])
+    half = cum[-1] / 2
+    k = min(int(np.searchsorted(cum, half)), x.size - 1)  # first value whose cumulative weight reaches half
+    if k + 1 < x.size and math.isclose(cum[k], half, rel_tol=1e-12):
+        return float((xs[k] + xs[k + 1]) / 2)  # the half falls exactly between two values, as np.median
+    return float(xs[k])
+
+
+def robust_z(
+    values: Sequence[float], weights: Sequence[float] | None = None, *, min_mad: float = 0.0
+) -> list[float]:
+    """Modified z-scores; 0 for everything when the data has no spread at all.
+
+    ``weights``: how much each value counts in the median and MAD (the z-scores are still
+    given for every value). ``min_mad``: a floor for the MAD, for data with a natural
+    resolution (box counts: one box); with it, the mean-deviation fallback, which the
+    outliers themselves inflate, is never needed.
+    """
     import numpy as np
 
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return []
-    med = float(np.median(x))
+    med = weighted_median(x, weights)
     dev = np.abs(x - med)
-    mad = float(np.median(dev))
+    mad = max(weighted_median(dev, weights), min_mad)
     if mad > 0:
         return (_MAD_TO_Z * (x - med) / mad).tolist()
-    mean_ad = float(dev.mean())
+    mean_ad = float(np.average(dev, weights=weights))
     if mean_ad > 0:
         return (_MEANAD_TO_Z * (x - med) / mean_ad).tolist()
     return [0.0] * int(x.size)
@@ -57,21 +87,38 @@ def _box_measures(sample: Sample) -> list[tuple[int, int, float, float]]:
 
 
 def check_box_outliers(samples: Sequence[Sample], config: PoisoningConfig) -> list[Finding]:
+    """``box_outlier`` findings, one per sample with any outlying statistic.
+
+    The reference of a class is a weighted median/MAD in which one image weighs at most
+    ``stats_boxes_per_image`` boxes (each of its n boxes of the class counts min(1, cap / n)):
+    ordinary images count box for box, and a label file with thousands of boxes cannot become
+    the distribution every clean box is measured against. Its box count is judged on its own:
+    per class against the other images' counts (one value per image), and against the absolute
+    ``max_boxes_per_image``.
+    """
+    cap = config.stats_boxes_per_image
     per_class: dict[int, list[tuple[str, int, float, float]]] = {}
     counts: dict[int, dict[str, int]] = {}
+    hits: dict[str, list[dict]] = {}
     for s in samples:
+        if len(s.boxes) > config.max_boxes_per_image:
+            hits.setdefault(s.key, []).append({
+                "box": None, "cls": None, "measure": "boxes_total", "value": len(s.boxes),
+                "limit": config.max_boxes_per_image, "class_median": None, "z": None,
+            })
         for i, cls, area, aspect in _box_measures(s):
             per_class.setdefault(cls, []).append((s.key, i, area, aspect))
             counts.setdefault(cls, {}).setdefault(s.key, 0)
             counts[cls][s.key] += 1
-    hits: dict[str, list[dict]] = {}
     for cls, rows in sorted(per_class.items()):
-        if len(rows) < config.min_class_boxes:
+        weights = [min(1.0, cap / counts[cls][r[0]]) for r in rows]
+        # the boxes as they enter the statistics: sum over images of min(n, cap)
+        if sum(weights) < config.min_class_boxes:
             continue
         for measure, column in (("log_area", 2), ("log_aspect", 3)):
             values = [r[column] for r in rows]
-            zs = robust_z(values)
-            med = _median(values)
+            zs = robust_z(values, weights)
+            med = weighted_median(values, weights)
             for row, z in zip(rows, zs, strict=True):
                 if abs(z) > config.outlier_z:
                     hits.setdefault(row[0], []).append({
@@ -80,26 +127,27 @@ def check_box_outliers(samples: Sequence[Sample], config: PoisoningConfig) -> li
                     })
         keys = sorted(counts[cls])
         per_image = [counts[cls][k] for k in keys]
-        med = _median(per_image)
-        for key, value, z in zip(keys, per_image, robust_z(per_image), strict=True):
+        med = weighted_median(per_image)
+        # Counts have a resolution of one box: with most images at the median count the MAD is 0,
+        # and the mean-deviation fallback would be inflated by the very files it should flag.
+        for key, value, z in zip(keys, per_image, robust_z(per_image, min_mad=1.0), strict=True):
             if abs(z) > config.outlier_z:
                 hits.setdefault(key, []).append({
                     "box": None, "cls": cls, "measure": "boxes_per_image", "value": value,
                     "class_median": med, "z": z,
                 })
-    return [
-        make_finding(
-            "box_outlier", suspects=[key], evidence={"outliers": rows, "threshold_z": config.outlier_z},
-            message=f"{len(rows)} box statistic(s) beyond |z| > {config.outlier_z} for their class",
-        )
-        for key, rows in sorted(hits.items())
-    ]
-
-
-def _median(values: Sequence[float]) -> float:
-    import numpy as np
-
-    return float(np.median(np.asarray(values, dtype=np.float64))) if len(values) else 0.0
+    findings = []
+    for key, rows in sorted(hits.items()):
+        rows.sort(key=lambda r: r["box"] is not None)  # image-level statistics first: never cut off
+        findings.append(make_finding(
+            "box_outlier", suspects=[key],
+            evidence={"outliers": rows[:_MAX_LISTED], "n_outliers": len(rows),
+                      "omitted": max(0, len(rows) - _MAX_LISTED), "threshold_z": config.outlier_z},
+            message=(f"{rows[0]['value']} boxes in one image (limit {config.max_boxes_per_image}); "
+                     if rows[0]["measure"] == "boxes_total" else "")
+            + f"{len(rows)} box statistic(s) beyond |z| > {config.outlier_z} for their class",
+        ))
+    return findings
 
 
 def check_box_fits(

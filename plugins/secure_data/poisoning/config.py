@@ -99,7 +99,11 @@ class PoisoningConfig:
 
     # per-class robust box statistics
     outlier_z: float = 6.0  # modified z-score (0.6745 * |x - median| / MAD)
-    min_class_boxes: int = 20  # fewer boxes than this: no statistics for that class
+    min_class_boxes: int = 20  # fewer boxes than this (counted as they enter the statistics): no statistics
+    # One image weighs at most this many boxes in a class's statistics and template: a label file with
+    # 10,000 boxes must not become the reference it is judged by (its box count is checked on its own).
+    stats_boxes_per_image: int = 4
+    max_boxes_per_image: int = 1000  # more boxes in one image is a box_outlier whatever the statistics say
 
     # box content fit (class templates of the gradient-orientation layout in the box frame)
     fit_box_px: int = 16  # a box is mapped to fit_box_px x fit_box_px pixels
@@ -142,6 +146,10 @@ class PoisoningConfig:
             raise ValueError("near_dup_radius must be in 0..31")
         if self.block_px < 4 or self.block_px % 2:
             raise ValueError("block_px must be an even number >= 4")
+        if self.stats_boxes_per_image < 1:
+            raise ValueError("stats_boxes_per_image must be >= 1")
+        if self.max_boxes_per_image < 1:
+            raise ValueError("max_boxes_per_image must be >= 1")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
 

@@ -110,29 +110,41 @@ def _template_sample(samples: Sequence[Sample], config: PoisoningConfig) -> list
     import numpy as np
 
     order = np.random.default_rng(config.seed).permutation(len(samples))
+    per_sample = [_capped_class_counts(s, config.stats_boxes_per_image) for s in samples]
     need: dict[int, int] = {}
-    for s in samples:
-        for box in s.boxes:
-            need[box[0]] = need.get(box[0], 0) + 1
+    for counts in per_sample:
+        for cls, n in counts.items():
+            need[cls] = need.get(cls, 0) + n
     need = {c: min(n, config.template_sample) for c, n in need.items()}
     chosen = []
     for i in order.tolist():
-        s = samples[i]
-        if any(need.get(b[0], 0) > 0 for b in s.boxes):
-            chosen.append(s)
-            for b in s.boxes:
-                need[b[0]] = need.get(b[0], 0) - 1
+        if any(need.get(cls, 0) > 0 for cls in per_sample[i]):
+            chosen.append(samples[i])
+            for cls, n in per_sample[i].items():
+                need[cls] -= n
         if all(v <= 0 for v in need.values()):
             break
     return chosen
+
+
+def _capped_class_counts(sample: Sample, cap: int) -> dict[int, int]:
+    """Boxes per class this sample gives the templates: at most ``cap`` (one label file with thousands
+    of boxes would otherwise be the whole template sample, and the median its picture)."""
+    counts: dict[int, int] = {}
+    for box in sample.boxes:
+        counts[box[0]] = min(counts.get(box[0], 0) + 1, cap)
+    return counts
 
 
 def build_class_templates(root: str, samples: Sequence[Sample], config: PoisoningConfig) -> dict[int, Any]:
     frames: dict[int, list] = {}
     for s in _template_sample(samples, config):
         try:
+            taken: dict[int, int] = {}
             for cls, frame in template_frames(_read_sample_bytes(root, s), s.boxes, config):
-                if len(frames.setdefault(cls, [])) < config.template_sample:
+                if len(frames.setdefault(cls, [])) < config.template_sample \
+                        and taken.get(cls, 0) < config.stats_boxes_per_image:
+                    taken[cls] = taken.get(cls, 0) + 1
                     frames[cls].append(frame)
         except (IntegrityError, OSError, UnsafePathError, ValueError):
             continue  # reported by the feature pass, which reads the same file again
