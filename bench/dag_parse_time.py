@@ -36,7 +36,7 @@ bag = DagBag(dag_folder=sys.argv[1])
 dt = time.perf_counter() - t
 print("RESULT=" + json.dumps({"seconds": dt, "dags": sorted(bag.dag_ids), "errors": list(bag.import_errors),
                              "heavy": [m for m in %r if m in sys.modules]}))
-''' % (HEAVY,)
+'''.replace("%r", repr(HEAVY))
 
 
 def parse(path: Path, env: dict[str, str]) -> dict:

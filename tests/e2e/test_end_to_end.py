@@ -28,10 +28,19 @@ def services(tmp_path_factory):
         yield svc
 
 
+CANARY_PATH = "secure-data/datasets/canary"
+CANARIES = {"access_key_id": "CANARYAKID7Q3ZX9", "secret_access_key": "canary-secret-5d1f0c8e9b2a47f3"}
+
+
 @pytest.fixture(scope="module")
 def chain(services, tmp_path_factory):
+    import hvac
+
+    # A recognisable credential the run must read (storage_secret) and must never write anywhere.
+    root = hvac.Client(url=services.bao.url, token=services.bao.root_token)
+    root.secrets.kv.v2.create_or_update_secret(path=CANARY_PATH, secret=CANARIES, mount_point="secret")
     source = make_demo_dataset(tmp_path_factory.mktemp("src") / "dataset", n_train=6, n_val=3)
-    summary = run_chain(services, source, conf={"shard_size": 5}, timeout=900)
+    summary = run_chain(services, source, conf={"shard_size": 5, "storage_secret": CANARY_PATH}, timeout=900)
     return source, summary
 
 
@@ -91,3 +100,56 @@ def test_report_is_served_by_the_plugin_through_the_api_server(services, chain):
     assert f'id="n-input">{summary["input"]}<' in html
     runs = services.stack.runs(TRAIN_DAG)
     assert any(r["dag_run_id"] == summary["training_run_id"] for r in runs)
+
+
+def _needles(services, summary) -> dict[str, bytes]:
+    """Every secret of the run, in the encodings it could leak in: KV canaries, AppRole secret_ids, and
+    the package's plaintext data key (unwrapped here with the root token: raw, base64 and hex)."""
+    import base64
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    import hvac
+
+    header = json.loads((Path(urlsplit(summary["package_uri"]).path) / "header.json").read_text())
+    root = hvac.Client(url=services.bao.url, token=services.bao.root_token)
+    wrapped = header["data_key"]["wrapped"]
+    key_b64 = root.secrets.transit.decrypt_data(name=header["data_key"]["key_name"], ciphertext=wrapped,
+                                                mount_point="transit")["data"]["plaintext"]
+    key = base64.b64decode(key_b64)
+    assert len(key) == 32
+    needles = {f"kv:{k}": v.encode() for k, v in CANARIES.items()}
+    needles |= {"sanitizer secret_id": services.creds.sanitizer.secret_id.encode(),
+                "trainer secret_id": services.creds.trainer.secret_id.encode(),
+                "data key (raw)": key, "data key (base64)": key_b64.encode(), "data key (hex)": key.hex().encode()}
+    return needles
+
+
+def test_no_secret_reaches_logs_xcom_assets_rendered_fields_files_or_report(services, chain):
+    """Full chain, then scan every task log, the metadata DB (XCom, rendered template fields, Asset event
+    extras, conf), the run folders, the report and the package for the canaries and the plaintext data key."""
+    import sqlite3
+
+    _, summary = chain
+    assert summary["ok"], summary
+    needles = _needles(services, summary)
+    home = services.stack.home
+    # The run really read the canary secret (else this test proves nothing): preflight lists its version.
+    preflight = services.stack.xcom(SANITIZE_DAG, summary["sanitize_run_id"], "preflight")
+    assert CANARY_PATH in json.dumps(preflight)
+    logs = [p for p in (home / "logs").rglob("*") if p.is_file()]
+    assert any("integrity" in str(p) for p in logs), "no task logs found to scan"
+    scanned = logs + [p for root in (services.output_root, services.workdir / "packages")
+                      for p in root.rglob("*") if p.is_file()]
+    hits = [(name, str(p)) for p in scanned for name, needle in needles.items() if needle in p.read_bytes()]
+    assert hits == []
+    con = sqlite3.connect(home / "airflow.db")
+    tables = ["xcom", "rendered_task_instance_fields", "asset_event", "dag_run", "task_instance", "log"]
+    for table in tables:
+        rows = con.execute(f"select * from {table}").fetchall()  # noqa: S608 (fixed table names)
+        blob = repr(rows).encode()
+        assert not [name for name, needle in needles.items() if needle in blob], table
+    # The report, as served through the API server, too.
+    with urllib.request.urlopen(summary["report_url"], timeout=30) as resp:
+        page = resp.read()
+    assert not [name for name, needle in needles.items() if needle in page]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_data.dataset.manifest import QUARANTINED, FileRecord, Reason, sha256_hex, write_manifest
+from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.report.build import build_report
 from secure_data.testing.datasets import make_yolo_dataset

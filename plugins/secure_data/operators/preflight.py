@@ -68,7 +68,8 @@ class VaultPreflightOperator(BaseOperator):
             raise ValueError(f"role must be 'sanitizer' or 'trainer', got {role!r}")
         self.vault_conn_id = vault_conn_id
         self.role = role
-        self.secret_paths = list(secret_paths)
+        # A Jinja string is kept as is (rendered to a list with render_template_as_native_obj).
+        self.secret_paths = secret_paths if isinstance(secret_paths, str) else list(secret_paths)
         self.data_key = data_key
         self.signing_key = signing_key
         self.transit_mount = transit_mount
@@ -77,8 +78,11 @@ class VaultPreflightOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from secure_data.vault.hook import SecureVaultHook
 
+        paths = self.secret_paths
+        if isinstance(paths, str):  # rendered without native objects: "" or one path
+            paths = [paths] if paths.strip() not in ("", "[]", "None") else []
         hook = SecureVaultHook(self.vault_conn_id, transit_mount=self.transit_mount)
-        return run_preflight(hook, role=self.role, secret_paths=self.secret_paths, data_key=self.data_key,
+        return run_preflight(hook, role=self.role, secret_paths=list(paths), data_key=self.data_key,
                              signing_key=self.signing_key, min_token_ttl=self.min_token_ttl, log=self.log)
 
 
