@@ -83,7 +83,7 @@ def main() -> None:
         rows.append(row("datakey/plaintext, raw hvac (no masking)", timed(
             lambda: raw_client.secrets.transit.generate_data_key(result.data_key, key_type="plaintext"), n)))
         # Airflow's masker recompiles one regex over all masked values on every add, so this
-        # row grows with the number of keys already masked in the process (see docs/bench/vault.md).
+        # row grows with the number of keys already masked in the process (see BENCHMARKS.md).
         rows.append(row("datakey + mask_secret, keys 1-50 in process", timed(
             lambda: sops.generate_data_key(result.data_key), min(n, 50))))
         rows.append(row("sign 64 B, ed25519 (shared session)", timed(lambda: sops.sign(result.signing_key, b"m" * 64), n)))

@@ -51,7 +51,7 @@ def test_trigger_form_exposes_typed_documented_params(services):
         schema = params[name]["schema"]
         assert schema.get("title"), name
         assert schema.get("section") == section, (name, schema)
-    assert params["mode"]["schema"]["enum"] == ["pixelate", "blur", "fill"]
+    assert params["mode"]["schema"]["enum"] == ["blur", "pixelate", "fill"]
     assert params["gx_policy"]["schema"]["enum"] == ["fail", "warn", "quarantine"]
     assert params["model_sha256"]["schema"]["pattern"] == "^[0-9a-f]{64}$"
     assert details["doc_md"] and "Secure pre-training sanitization" in details["doc_md"]

@@ -1,4 +1,4 @@
-"""The benchmark in small (docs/bench/poisoning.md): seeded attacks, recall / precision, clean false positives.
+"""The benchmark in small (BENCHMARKS.md): seeded attacks, recall / precision, clean false positives.
 
 400 images instead of 600 and fewer rates, same generator, same stage, same targets:
 recall >= 0.95 at precision >= 0.9 per attack at 5 % and 10 %; clean false-positive rate <= 1 %.

@@ -8,7 +8,7 @@ A policy says what happens to the samples a finding names:
 * ``"fail"``       as ``warn``, and the stage raises after writing its outputs.
 
 Every threshold is a plain number with a default that held a clean false-positive
-rate under 1 % on the seeded benchmark (docs/bench/poisoning.md).
+rate under 1 % on the seeded benchmark (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -153,6 +153,28 @@ class AirflowStack:
                          f"/xcomEntries/{key}?map_index={map_index}&deserialize=true")
         return entry["value"]
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """The task log of one try as text (one JSON object per structured log line)."""
+        quoted = urllib.request.quote(run_id, safe="")
+        resp = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}"
+                        f"?full_content=true&map_index={map_index}")
+        content = resp.get("content") or []
+        return "\n".join(item if isinstance(item, str) else json.dumps(item) for item in content)
+
+    def asset_events(self, **filters: str) -> list[dict[str, Any]]:
+        """Asset events, newest first, e.g. ``asset_events(source_dag_id=..., source_run_id=...)``."""
+        query = "&".join(f"{k}={urllib.request.quote(str(v), safe='')}" for k, v in filters.items())
+        return self.api("GET", f"/api/v2/assets/events?order_by=-timestamp&limit=100&{query}")["asset_events"]
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def clear_task(self, dag_id: str, run_id: str, task_ids: list[str], *, downstream: bool = True) -> None:
+        """Clear task instances of one run (as the UI's "Clear" does): they run again."""
+        self.api("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances",
+                 {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False,
+                  "include_downstream": downstream, "reset_dag_runs": True})
+
     def stop(self) -> None:
         for proc in self._procs.values():
             if proc.poll() is None:
