@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -338,16 +338,18 @@ def _retry_gaps(tries: list[dict[str, Any]]) -> list[float]:
 
 
 def _log_lines(log: str, *needles: str, limit: int = 3) -> list[str]:
-    """The log events (``event`` text, or the whole line) that contain any of ``needles``."""
+    """Log events containing any of ``needles``; a task's exception is given as ``ExcType: message``."""
     out = []
     for line in log.splitlines():
         try:
             item = json.loads(line)
-            text = str(item.get("event", "")) + (" " + json.dumps(item["error_detail"]) if "error_detail" in item else "")
-        except (ValueError, AttributeError):
-            text = line
-        if any(n in text for n in needles):
-            out.append(text[:400])
+        except ValueError:
+            item = {"event": line}
+        if not isinstance(item, dict):
+            item = {"event": line}
+        texts = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in item.get("error_detail") or ()
+                 if isinstance(e, dict)] or [str(item.get("event", ""))]
+        out += [t[:400] for t in texts if any(n in t for n in needles)]
     return out[:limit]
 
 

@@ -281,6 +281,13 @@ class VaultSession:
                                   reason="token is expired, revoked or invalid (lookup-self denied)") from exc
         except hvac.exceptions.VaultDown as exc:
             raise VaultSealedError(url=self.url) from exc
+        except hvac.exceptions.InternalServerError as exc:
+            if "max TTL" not in str(exc):
+                raise
+            # Renewed right up to the max TTL: stop renewing; the next call after expiry logs in again.
+            self._renew_at = None
+            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
+            return
         except Exception as exc:
             mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
             if mapped is None:
@@ -322,6 +329,13 @@ class VaultSession:
             return
         except hvac.exceptions.VaultDown as exc:
             raise VaultSealedError(url=self.url) from exc
+        except hvac.exceptions.InternalServerError as exc:
+            if "max TTL" not in str(exc):
+                raise
+            # Renewed right up to the max TTL: stop renewing; the next call after expiry logs in again.
+            self._renew_at = None
+            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
+            return
         except Exception as exc:
             mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
             if mapped is None:
@@ -358,8 +372,8 @@ class VaultSession:
                     continue
                 try:
                     self._renew()
-                except VaultAccessError as exc:  # the next real call will raise it properly
-                    log.warning("Vault token keeper for %s: %s", self.identity, exc)
+                except Exception as exc:  # noqa: BLE001 - a keeper must never die: the next real call raises properly
+                    log.warning("Vault token keeper for %s: %s: %s", self.identity, type(exc).__name__, exc)
                     self._stop.wait(1.0)
 
     def close(self) -> None:
@@ -454,6 +468,13 @@ class VaultSession:
             return False
         except hvac.exceptions.VaultDown as exc:
             raise VaultSealedError(url=self.url) from exc
+        except hvac.exceptions.InternalServerError as exc:
+            if "max TTL" not in str(exc):
+                raise
+            # Renewed right up to the max TTL: stop renewing; the next call after expiry logs in again.
+            self._renew_at = None
+            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
+            return
         except Exception as exc:
             mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
             if mapped is None:
