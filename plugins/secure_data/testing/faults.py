@@ -475,6 +475,8 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     c.that(revoked_after_preflight >= 1, "no live sanitizer token to revoke after preflight")
     c.that(run["state"] == "success", f"run ended {run['state']} after its tokens were revoked")
     c.that(logins, "the handoff's log shows no Vault login")
+    c.that(len(logins) <= 1 + len(watcher.revoked),
+           f"{len(logins)} logins in the handoff for {len(watcher.revoked)} token(s) revoked during it")
     how = ("revoked mid-task, re-login seen in the log" if relogin else
            "handoff's token revoked after its last Vault call or before it logged in: fresh login per task")
     observed = (f"revoked {revoked_after_preflight} token(s) after preflight and {len(watcher.revoked)} handoff "
@@ -482,7 +484,8 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
                 f"logins in its log {len(logins)} ({how})")
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
                    {"run_id": run_id, "revoked_after_preflight": revoked_after_preflight,
-                    "revoked_during_handoff": len(watcher.revoked), "relogin_lines": relogin,
+                    "revoked_during_handoff": len(watcher.revoked), "revoker_errors": watcher.errors[:5],
+                    "relogin_lines": relogin,
                     "login_lines": logins})
 
 
@@ -630,7 +633,9 @@ def scenario_disk_full(lab: FaultLab, *, leave: int = 48 * 1024, timeout: float 
         errors = _log_lines(log, "No space left", "ENOSPC", "Errno 28")
         new_entries = sorted(set(os.listdir(root)) - before - {".disk-filler"})
         events = lab.stack.asset_events(source_dag_id=SANITIZE_DAG, source_run_id=run_id)
-    c.that(run["state"] == "failed", f"run ended {run['state']} with a full package disk")
+        report_state = lab.task(run_id, "report")["state"]
+    c.that(run["state"] == "failed", f"run ended {run['state']} with a full package disk (handoff "
+           f"{tries[-1]['state'] if tries else '?'}, report {report_state})")
     c.that(errors, "the handoff log does not say the disk is full")
     c.that(not new_entries, f"something was left in the package root: {new_entries}")
     c.that(not events, f"{len(events)} Asset event(s) announced a package of the failed run")
@@ -647,7 +652,9 @@ def scenario_disk_full(lab: FaultLab, *, leave: int = 48 * 1024, timeout: float 
                 f"package-root leftovers {len(new_entries)}, Asset events {len(events)}; after freeing space and "
                 f"clearing: run {rerun['state']}, Asset events {len(events_after)}")
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
-                   {"run_id": run_id, "errors": errors, "leftovers": new_entries, "events": len(events),
+                   {"run_id": run_id, "run_state": run["state"], "handoff_states": [t["state"] for t in tries],
+                    "report_state": report_state,
+                    "errors": errors, "leftovers": new_entries, "events": len(events),
                     "events_after_recovery": len(events_after), "free_bytes": free_at_start})
 
 
@@ -765,6 +772,7 @@ class _TokenRevoker:
         self.role = role
         self.seen = set(known)
         self.revoked: list[str] = []
+        self.errors: list[str] = []
         self.poll = poll
         self.limit = limit
         self._stop = threading.Event()
@@ -781,7 +789,8 @@ class _TokenRevoker:
         while not self._stop.wait(self.poll) and len(self.revoked) < self.limit:
             try:
                 keys = self._client.auth.token.list_accessors()["data"]["keys"]
-            except Exception:  # noqa: S112 (a transient error: poll again)
+            except Exception as exc:  # noqa: BLE001 (a transient error: poll again)
+                self.errors.append(f"list: {type(exc).__name__}: {exc}")
                 continue
             for accessor in keys:
                 if accessor in self.seen:
@@ -792,9 +801,15 @@ class _TokenRevoker:
                 except Exception:  # noqa: S112 (gone meanwhile)
                     continue
                 if data.get("path") == "auth/approle/login" and (data.get("meta") or {}).get("role_name") == self.role:
-                    with contextlib.suppress(Exception):
+                    # Counted as revoked even if the call raises: the server may have revoked it anyway,
+                    # and ``limit`` must bound the attempts, not the successes.
+                    self.revoked.append(accessor)
+                    try:
                         self._client.auth.token.revoke_accessor(accessor)
-                        self.revoked.append(accessor)
+                    except Exception as exc:  # noqa: BLE001 (recorded: the scenario reports it)
+                        self.errors.append(f"{type(exc).__name__}: {exc}")
+                    if len(self.revoked) >= self.limit:
+                        return
 
 
 ALL_SCENARIOS = ("vault_restart", "corrupted_package", "token_revoked", "credentials_revoked", "sigkill_anonymize",
