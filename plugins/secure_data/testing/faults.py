@@ -154,11 +154,13 @@ class FaultLab:
 
     ``package_fs_size``: size of that tmpfs (the disk-full scenario fills it). Without mount
     rights the package root is a plain folder and the disk-full scenario reports itself skipped.
+    ``extra_env``: more environment for Airflow (e.g. ``AIRFLOW__CORE__DAGS_FOLDER`` to try a patched DAG).
     """
 
     workdir: Path
     log: Callable[[str], None] = print
     package_fs_size: str = "64m"
+    extra_env: dict[str, str] = field(default_factory=dict)
     services: DemoServices | None = None
     small_fs: bool = False
     _root_client: Any = None
@@ -175,7 +177,7 @@ class FaultLab:
                  + (f"tmpfs of {self.package_fs_size}" if self.small_fs else "plain folder (tmpfs not mountable)"))
         try:
             self.services = DemoServices(workdir=self.workdir, log=self.log, persistent_bao=True,
-                                         package_root=package_root).start()
+                                         package_root=package_root, extra_env=dict(self.extra_env)).start()
         except BaseException:
             self._unmount()
             raise
