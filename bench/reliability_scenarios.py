@@ -79,6 +79,7 @@ def run_scenarios(lab: faults.FaultLab, only: list[str]) -> list[faults.Outcome]
         return outcome
 
     first = attempt("vault_restart", faults.scenario_vault_restart)
+    attempt("vault_sealed", faults.scenario_vault_sealed)
     if "corrupted_package" in only:
         package = (first.evidence if first and first.evidence.get("package_uri") else {})
         if not package:  # scenario 1 not run (or failed): publish a package with a plain run
@@ -117,6 +118,13 @@ def markdown(outcomes: list[faults.Outcome], *, started: datetime, command: str,
     return "\n".join(lines)
 
 
+def _order(scenario: str) -> tuple[int, str]:
+    """Table order: by scenario number ("1.", "1b.", "2.", ...), whatever order they ran in."""
+    head = scenario.split(".", 1)[0]
+    digits = "".join(ch for ch in head if ch.isdigit())
+    return (int(digits) if digits else 99, head)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=faults.ALL_SCENARIOS, default=list(faults.ALL_SCENARIOS))
@@ -133,14 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
+    # Airflow's in-process logging (structlog) writes to fd 1: keep stdout for the table alone.
+    table_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     try:
         with faults.FaultLab(workdir=workdir, log=log) as lab:
             outcomes = run_scenarios(lab, args.only)
     finally:
+        sys.stdout.flush()
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    outcomes.sort(key=lambda o: _order(o.scenario))
     table = markdown(outcomes, started=started, command=command, total_s=time.monotonic() - t0)
-    print(table)
+    print(table, file=table_out, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([{

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, TriggerRule, task
 
 from secure_data.assets import PACKAGE_ASSET
 from secure_data.operators.anonymize import AnonymizeMergeOperator, AnonymizeOperator
@@ -242,5 +242,14 @@ with DAG(
                         "handoff": "handoff"},
     )
 
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def watcher() -> None:
+        """Fail the run when any stage failed: ``report`` runs ``all_done`` and would otherwise be the
+        only leaf, so a run whose hand-off failed (e.g. disk full) would end "success"."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("a stage of this run failed; see the failed task and the run report")
+
     preflight >> integrity
     handoff >> report
+    dag.tasks >> watcher()

@@ -142,3 +142,83 @@ def test_a_run_whose_handoff_failed_is_marked_failed(disk_full):
     whose trigger rule is ALL_DONE, so it succeeds after the handoff failed and Airflow marks the whole
     run ``success``: no package, no Asset event, yet a green run (alerts on failed runs stay silent)."""
     assert disk_full.evidence["run_state"] == "failed", disk_full.observed
+
+
+# ----------------------------------------------------------------------------- hand-off killed mid-build
+
+_BUILD_CHILD = """
+import json, pathlib, sys, time
+from secure_data.handoff.package import SourceFile, build_package, sources_from_directory
+from secure_data.vault.keyservice import VaultKeyService
+
+args = json.loads(sys.stdin.read())
+ks = VaultKeyService.for_approle(args["url"], args["role_id"], args["secret_id"])
+sources = sorted(sources_from_directory(args["dataset"]), key=lambda s: s.path)
+marker = pathlib.Path(args["marker"])
+
+
+def stalled(opener):
+    def open_():
+        marker.write_text("building")  # earlier files are encrypted on disk; this one is being written
+        time.sleep(300)
+        return opener()
+    return open_
+
+
+s = sources[len(sources) // 2]
+sources[len(sources) // 2] = SourceFile(path=s.path, sha256=s.sha256, size=s.size, kind=s.kind,
+                                        open=stalled(s.open))
+build_package(args["root"], sources, ks, name="killed", package_id=args["package_id"])
+"""
+
+
+def test_a_handoff_killed_mid_build_leaves_nothing_once_the_retry_published(openbao, small_dataset, tmp_path):
+    """FAILS today (defect in secure_data/handoff/package.py): ``atomic_directory`` removes its temporary
+    ``.<id>.<random>.partial`` folder on an exception, but a SIGKILLed task runs no ``except``; the retry
+    (same derived package id) builds and publishes under a new temporary name and never sweeps the old
+    one, so every killed hand-off leaves a folder of ciphertext in the package root for good. The
+    anonymize stage sweeps its own temporaries on retry (``_sweep_partial_writes``); the hand-off should
+    too (e.g. remove ``.<package id>.*.partial`` siblings before building: the id is derived from
+    dag, run and input, so only an earlier try of the same task can have written them)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from secure_data.handoff.package import build_package, sources_from_directory, verify_package
+    from secure_data.testing.airflow_env import REPO_ROOT
+    from secure_data.testing.vault_fixtures import bootstrap_test_vault
+    from secure_data.vault.keyservice import VaultKeyService
+
+    creds = bootstrap_test_vault(openbao).role("sanitizer")
+    root, marker, package_id = tmp_path / "packages", tmp_path / "marker", "killed-0123456789abcdef01234567"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", _BUILD_CHILD], stdin=subprocess.PIPE, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child.stdin.write(json.dumps({"url": openbao.url, "role_id": creds.role_id, "secret_id": creds.secret_id,
+                                  "dataset": str(small_dataset), "root": str(root), "marker": str(marker),
+                                  "package_id": package_id}).encode())
+    child.stdin.close()
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"the build never started: {child.stderr.read().decode()[-2000:]}"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert faults.partial_files(root), "the kill left no temporary folder: the test did not hit the build"
+    assert not (root / package_id).exists()  # nothing half-written was published
+
+    # The retry: same package id, as PackageOperator derives it.
+    sanitizer = VaultKeyService.for_approle(openbao.url, creds.role_id, creds.secret_id)
+    info = build_package(root, sources_from_directory(small_dataset), sanitizer, name="killed", package_id=package_id)
+    trainer_creds = bootstrap_test_vault(openbao).role("trainer")
+    verify_package(root / info.package_id,
+                   VaultKeyService.for_approle(openbao.url, trainer_creds.role_id, trainer_creds.secret_id))
+    assert faults.partial_files(root) == [], "the killed try's temporary package folder is still there"

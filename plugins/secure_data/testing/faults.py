@@ -339,6 +339,11 @@ def _retry_gaps(tries: list[dict[str, Any]]) -> list[float]:
     return gaps
 
 
+def _short(text: str, size: int = 170) -> str:
+    """Head and tail of a long message (the tail of a connection error holds its reason)."""
+    return text if len(text) <= size else f"{text[:size - 70]} ... {text[-60:]}"
+
+
 def _log_lines(log: str, *needles: str, limit: int = 3) -> list[str]:
     """Log events containing any of ``needles``; a task's exception is given as ``ExcType: message``."""
     out = []
@@ -383,41 +388,52 @@ def _manifest_records(path: str, digest: str):
 
 def scenario_vault_restart(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     """1. OpenBao stopped after preflight and started again once a Vault task has failed on it."""
-    name = "1. OpenBao stopped mid-run, restarted"
-    expected = ("Vault tasks fail fast with 'unreachable', Airflow retries them with backoff; after the restart "
-                "the run and the Asset-triggered training succeed")
+    return _vault_outage(
+        lab, "1. OpenBao stopped mid-run, restarted", down=lab.bao.stop,
+        up=lab.bao.start,  # same port, same raft storage: unsealed with the keys from its first init
+        error_class="VaultUnreachableError", what="stopped", with_training=True, timeout=timeout)
+
+
+def scenario_vault_sealed(lab: FaultLab, *, timeout: float = 900) -> Outcome:
+    """1b. OpenBao sealed after preflight and unsealed once a Vault task has failed on it."""
+    return _vault_outage(lab, "1b. OpenBao sealed mid-run, unsealed", down=lab.bao.seal, up=lab.bao.unseal,
+                         error_class="VaultSealedError", what="sealed", with_training=False, timeout=timeout)
+
+
+def _vault_outage(lab: FaultLab, name: str, *, down: Callable[[], None], up: Callable[[], None], error_class: str,
+                  what: str, with_training: bool, timeout: float) -> Outcome:
+    expected = (f"the Vault task fails fast with {error_class}, Airflow retries it with backoff; once Vault is "
+                "back the run succeeds" + (" and the Asset-triggered training too" if with_training else ""))
     start, c = time.monotonic(), Checks()
-    lab.training(paused=False)
-    source = lab.dataset("vault-restart")
+    lab.training(paused=not with_training)
+    source = lab.dataset(f"vault-{what}")
     run_id = lab.trigger(source)
     lab.wait_task(run_id, "preflight", lambda t: t["state"] == "success", timeout=timeout)
-    lab.bao.stop()
+    down()
     stopped = time.monotonic()
     try:
-        lab.wait_task(run_id, "handoff", lambda t: t["try_number"] >= 1 and t["state"] in
-                      ("up_for_retry", "failed"), timeout=timeout)
+        lab.wait_task(run_id, "handoff", lambda t: t["state"] in ("up_for_retry", "failed"), timeout=timeout)
     finally:
-        lab.bao.start()  # same port, same raft storage: unsealed with the keys from its first init
+        up()
     down_s = round(time.monotonic() - stopped, 1)
     run = lab.wait_run(run_id, timeout=timeout)
     tries = lab.tries(run_id, "handoff")
-    first_log = lab.log_of(run_id, "handoff", tries[0]["try_number"])
-    errors = _log_lines(first_log, "unreachable", "Vault at")
+    errors = _log_lines(lab.log_of(run_id, "handoff", tries[0]["try_number"]), error_class)
     c.that(run["state"] == "success", f"sanitization run ended {run['state']}")
-    c.that(len(tries) >= 2 and _failed_tries(tries), "handoff did not fail and retry while Vault was down")
-    c.that(errors, "the failed try's log does not say Vault is unreachable")
+    c.that(len(tries) >= 2 and _failed_tries(tries), f"handoff did not fail and retry while Vault was {what}")
+    c.that(errors, f"the failed try's log has no {error_class}")
     train_state = None
-    package = {}
-    if run["state"] == "success":
-        package = lab.package_of(run_id)
+    package = lab.package_of(run_id) if run["state"] == "success" else {}
+    if with_training and package:
         train = lab.training_run_for(run_id, timeout=timeout)
         train_state = train["state"]
         trained = lab.xcom(train["dag_run_id"], "train", dag_id=TRAIN_DAG) if train_state == "success" else {}
         c.that(train_state == "success", f"training run ended {train_state}")
         c.that((trained or {}).get("package_id") == package.get("package_id"), "training used another package")
     gaps = _retry_gaps(tries)
-    observed = (f"Vault down {down_s}s; handoff tries {[t['state'] for t in tries]}, retry delay {gaps} s; "
-                f"error: {errors[0][:140] if errors else '-'}; run {run['state']}, training {train_state}")
+    observed = (f"Vault {what} for {down_s}s; handoff tries {[t['state'] for t in tries]}, retry after {gaps} s; "
+                f"{_short(errors[0]) if errors else '-'}; run {run['state']}"
+                + (f", training {train_state}" if with_training else ""))
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
                    {"run_id": run_id, "down_s": down_s, "handoff_tries": len(tries), "retry_gaps_s": gaps,
                     "errors": errors, "training_state": train_state, "package_uri": package.get("package_uri"),
@@ -446,7 +462,7 @@ def scenario_corrupted_package(lab: FaultLab, package_uri: str, package_id: str,
     errors = _log_lines(log, "PackageIntegrityError", "decryption failed")
     c.that(run["state"] == "failed", f"training run on a corrupted package ended {run['state']}")
     c.that(any(rel in e for e in errors), f"the error does not name the modified file {rel}")
-    observed = f"flipped byte {offset} of {rel}; training run {run['state']}: {errors[0][:200] if errors else '-'}"
+    observed = f"flipped byte {offset} of {rel}; training run {run['state']}: {_short(errors[0], 200) if errors else '-'}"
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
                    {"run_id": run_id, "file": rel, "offset": offset, "errors": errors})
 
@@ -473,7 +489,7 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     ti = lab.task(run_id, "handoff")
     log = lab.log_of(run_id, "handoff", ti["try_number"])
     relogin = _log_lines(log, "logging in again", "was rejected")
-    logins = _log_lines(log, "Vault login #")
+    logins = _log_lines(log, "Vault login #", limit=100)
     c.that(revoked_after_preflight >= 1, "no live sanitizer token to revoke after preflight")
     c.that(run["state"] == "success", f"run ended {run['state']} after its tokens were revoked")
     c.that(logins, "the handoff's log shows no Vault login")
@@ -522,7 +538,7 @@ def scenario_credentials_revoked(lab: FaultLab, *, timeout: float = 900) -> Outc
     c.that(not events_while_failed, "an Asset event was emitted by the failed try")
     c.that(restored and run["state"] == "success", f"after restoring the secret_id the run ended {run['state']}")
     observed = (f"secret_id destroyed + {revoked} token(s) revoked; handoff try {failed['try_number']} "
-                f"{failed['state']}: {errors[0][:200] if errors else '-'}; secret_id restored -> run {run['state']}")
+                f"{failed['state']}: {_short(errors[0], 200) if errors else '-'}; secret_id restored -> run {run['state']}")
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
                    {"run_id": run_id, "errors": errors, "revoked": revoked})
 
@@ -546,8 +562,11 @@ def scenario_sigkill_anonymize(lab: FaultLab, *, timeout: float = 900, compare_w
     c.that(clean_run["state"] == "success", f"clean run ended {clean_run['state']}")
     tries = lab.tries(killed_id, "anonymize", map_index=0)
     c.that(len(tries) >= 2, "the anonymize task was not retried")
+    recorded = _log_lines(lab.log_of(killed_id, "anonymize", tries[0]["try_number"], map_index=0),
+                          "terminated by signal") if kill["killed"] else []
+    c.that(not kill["killed"] or recorded, "the killed try's log does not record the signal")
     evidence: dict[str, Any] = {"killed_run": killed_id, "clean_run": clean_id, **kill,
-                                "anonymize_tries": [t["state"] for t in tries]}
+                                "anonymize_tries": [t["state"] for t in tries], "kill_recorded": recorded}
     if killed_run["state"] == clean_run["state"] == "success":
         shard = lab.xcom(killed_id, "anonymize", map_index=0)
         evidence["resumed_images"] = shard.get("resumed")
@@ -650,7 +669,7 @@ def scenario_disk_full(lab: FaultLab, *, leave: int = 48 * 1024, timeout: float 
     c.that(rerun["state"] == "success" and len(events_after) == 1,
            f"after freeing space: run {rerun['state']}, {len(events_after)} Asset event(s)")
     observed = (f"{free_at_start // 1024} KiB free; handoff tries {[t['state'] for t in tries]} "
-                f"(delays {_retry_gaps(tries)} s): {errors[0][:160] if errors else '-'}; run {run['state']}; "
+                f"(delays {_retry_gaps(tries)} s): {_short(errors[0]) if errors else '-'}; run {run['state']}; "
                 f"package-root leftovers {len(new_entries)}, Asset events {len(events)}; after freeing space and "
                 f"clearing: run {rerun['state']}, Asset events {len(events_after)}")
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
@@ -692,7 +711,8 @@ def scenario_same_source_concurrent(lab: FaultLab, *, timeout: float = 900) -> O
 def scenario_load(lab: FaultLab, *, runs: int = 8, timeout: float = 2400) -> Outcome:
     """6. ``runs`` DAG runs triggered at once on different datasets (LocalExecutor)."""
     name = f"6. {runs} runs at once, different datasets"
-    expected = ("all succeed; each run's manifests list exactly its own source's files; run folders disjoint; "
+    expected = ("all succeed; each run's manifests, outputs and signed package list exactly its own source's "
+                "files; run folders disjoint; "
                 "sanitizer Vault logins bounded by one per Vault-using task try")
     start, c = time.monotonic(), Checks()
     lab.training(paused=True)
@@ -713,6 +733,9 @@ def scenario_load(lab: FaultLab, *, runs: int = 8, timeout: float = 2400) -> Out
     c.that(len(states) == runs and all(s == "success" for s in states.values()), f"states {sorted(states.values())}")
     after = lab.accessors(SANITIZER)
     logins = len(after - before)
+    from secure_data.handoff.package import package_path, verify_package
+
+    ks = lab.key_service(TRAINER)
     vault_tries = 0
     own_ok, roots = 0, []
     for run_id, source in zip(run_ids, sources, strict=True):
@@ -730,17 +753,20 @@ def scenario_load(lab: FaultLab, *, runs: int = 8, timeout: float = 2400) -> Out
         accepted = {r.path for r in anon_records if r.accepted}
         produced = set(tree(Path(anon["data_root"])))
         inside = all(Path(x["manifest_path"]).is_relative_to(layout.root) for x in (integ, anon))
+        # The signed package lists exactly the run's accepted files, with the bytes its own stage wrote.
+        verified = verify_package(package_path(lab.package_of(run_id)["package_uri"]), ks)
+        packaged = {(f.path, f.sha256) for f in verified.manifest.files}
         ok = listed == mine and {r.path for r in anon_records} == {p for p, _ in mine} and produced == accepted \
-            and inside
-        c.that(ok, f"{run_id}: its manifests or outputs are not exactly its own source's files")
+            and inside and packaged == {(r.path, r.sha256) for r in anon_records if r.accepted}
+        c.that(ok, f"{run_id}: its manifests, outputs or package are not exactly its own source's files")
         own_ok += int(ok)
     disjoint = len(set(roots)) == runs and not any(
         a != b and a.is_relative_to(b) for a in roots for b in roots)
     c.that(disjoint, "run folders are not disjoint")
     c.that(logins <= vault_tries, f"{logins} sanitizer logins for {vault_tries} Vault-using task tries")
     observed = (f"{sum(s == 'success' for s in states.values())}/{runs} succeeded in {wall}s (at most {peak} "
-                f"running at once: the DAG's max_active_runs); {own_ok}/{runs} runs list exactly their own "
-                f"files; folders disjoint: {disjoint}; sanitizer logins {logins} for {vault_tries} "
+                f"running at once: the DAG's max_active_runs); {own_ok}/{runs} runs' manifests, outputs and "
+                f"packages hold exactly their own files; folders disjoint: {disjoint}; sanitizer logins {logins} for {vault_tries} "
                 f"Vault-task tries ({logins / runs:.1f} per run)")
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
                    {"runs": run_ids, "wall_s": wall, "peak_running": peak, "logins": logins,
@@ -814,5 +840,5 @@ class _TokenRevoker:
                         return
 
 
-ALL_SCENARIOS = ("vault_restart", "corrupted_package", "token_revoked", "credentials_revoked", "sigkill_anonymize",
+ALL_SCENARIOS = ("vault_restart", "vault_sealed", "corrupted_package", "token_revoked", "credentials_revoked", "sigkill_anonymize",
                  "disk_full", "same_source_concurrent", "load")
