@@ -8,18 +8,8 @@ import uuid
 
 from secure_data.dataset.manifest import read_manifest, verified_read
 from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.testing.airflow_env import register_dag
 from secure_data.testing.datasets import make_yolo_dataset
-
-
-def _register(dag) -> None:
-    """dag.test() needs the DAG serialized in the metadata DB; an in-test DAG is in no bundle, so put it there."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=None, collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def test_mapped_shards_and_merge_in_airflow(airflow_home, tmp_path, demo_model, make_upstream):
@@ -49,7 +39,7 @@ def test_mapped_shards_and_merge_in_airflow(airflow_home, tmp_path, demo_model, 
                                            output_root=str(out)).expand_kwargs(plan(up))
         AnonymizeMergeOperator(task_id="anonymize_merge", upstream=up, shard_results=shards.output, config=config,
                                mode="{{ params.mode }}", output_root=str(out))
-    _register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == "success"
 

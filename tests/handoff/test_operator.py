@@ -18,6 +18,7 @@ import pytest
 from secure_data.dataset.layout import classify, walk_dataset
 from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
 from secure_data.dataset.stage import StageResult
+from secure_data.testing.airflow_env import register_dag
 from secure_data.testing.vault_fixtures import vault_connection_env
 
 QUARANTINED = "images/val/val_00001.jpg"
@@ -55,16 +56,6 @@ def _plaintext_probes(dataset: Path) -> dict[str, bytes]:
     return probes
 
 
-def _register(dag) -> None:
-    """dag.test() needs the DAG serialized in the metadata DB; an in-test DAG is in no bundle, so put it there."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()  # the bundle row must exist before a DAG can point at it
-    bag = DagBag(dag_folder=None, collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
 
 @pytest.fixture
 def sanitizer_conn(openbao, vault, monkeypatch):
@@ -94,7 +85,7 @@ def test_operator_publishes_a_package_and_leaks_nothing(airflow_home, sanitizer_
         PackageOperator(task_id="handoff", upstream=anonymized(), upstream_stages=[integrity.to_xcom()],
                         packages_root=str(tmp_path / "packages"), output_root=str(tmp_path / "out"),
                         vault_conn_id="vault_sanitizer")
-    _register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == "success"
 
@@ -169,7 +160,7 @@ def test_operator_fails_clearly_when_the_input_was_modified(airflow_home, saniti
 
         PackageOperator(task_id="handoff", upstream=anonymized(), packages_root=str(tmp_path / "packages"),
                         output_root=str(tmp_path / "out"), vault_conn_id="vault_sanitizer", retries=0)
-    _register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == "failed"
     assert not any((tmp_path / "packages").glob("handoff*")) and not any((tmp_path / "packages").glob("sanitized*"))

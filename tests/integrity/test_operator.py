@@ -11,24 +11,7 @@ import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import StageResult
-
-
-def _register(dag) -> None:
-    """dag.test() needs the DAG serialized in the metadata DB; an in-test DAG is in no bundle, so put it there."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=None, collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
-def _xcom(airflow_home: Path, dag_id: str, task_id: str):
-    db = sqlite3.connect(airflow_home / "airflow.db")
-    row = db.execute("select value from xcom where dag_id=? and task_id=? and key='return_value'",
-                     (dag_id, task_id)).fetchone()
-    return None if row is None else json.loads(row[0])
+from secure_data.testing.airflow_env import register_dag, xcom_return_value
 
 
 def _flat(value, prefix=""):
@@ -62,11 +45,11 @@ def test_operator_runs_in_dag_test_and_xcom_has_only_paths_digests_counts(airflo
             seen.write_text(json.dumps(value))
 
         downstream(result.output)
-    _register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == "success"
 
-    value = _xcom(airflow_home, dag_id, "integrity")
+    value = xcom_return_value(airflow_home, dag_id, "integrity")
     assert value == json.loads(seen.read_text())  # what the next stage receives
     result = StageResult.from_xcom(value)
     assert result.stage == "integrity" and result.data_root == str(dataset)
@@ -100,10 +83,10 @@ def test_operator_fail_policy_fails_the_task(airflow_home, dataset, tmp_path):
     with DAG(dag_id, schedule=None) as dag:
         IntegrityOperator(task_id="integrity", source=str(dataset), output_root=str(tmp_path / "out"),
                           invalid_labels="fail", retries=0)
-    _register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == "failed"
-    assert _xcom(airflow_home, dag_id, "integrity") is None
+    assert xcom_return_value(airflow_home, dag_id, "integrity") is None
     manifests = list((tmp_path / "out").rglob("manifest.jsonl"))
     assert len(manifests) == 1 and read_manifest(manifests[0]).header["verdict"] == "fail"
 
@@ -133,10 +116,10 @@ def test_object_storage_credentials_come_from_vault_and_never_leak(airflow_home,
     with DAG(dag_id, schedule=None) as dag:
         IntegrityOperator(task_id="integrity", source=f"file://{dataset}", output_root=str(tmp_path / "out"),
                           storage_secret=secret_path, vault_conn_id="vault_sanitizer", config={"workers": 2})
-    _register(dag)
+    register_dag(dag)
     run = dag.test()
     assert run.state == "success"
-    value = _xcom(airflow_home, dag_id, "integrity")
+    value = xcom_return_value(airflow_home, dag_id, "integrity")
     assert value["data_root"].endswith("/source/data")  # mirrored, not read in place
     out = capfd.readouterr()
     assert f"Storage credentials read from Vault path {secret_path}" in out.out + out.err  # control

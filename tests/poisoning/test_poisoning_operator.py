@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -11,25 +10,8 @@ import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import StageResult
+from secure_data.testing.airflow_env import register_dag, xcom_return_value
 from secure_data.testing.attacks import inject_attack
-
-
-def _register(dag) -> None:
-    """dag.test() needs the DAG serialized in the metadata DB; an in-test DAG is in no bundle, so put it there."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=None, collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
-def _xcom(airflow_home: Path, dag_id: str, task_id: str):
-    db = sqlite3.connect(airflow_home / "airflow.db")
-    row = db.execute("select value from xcom where dag_id=? and task_id=? and key='return_value'",
-                     (dag_id, task_id)).fetchone()
-    return None if row is None else json.loads(row[0])
 
 
 def _dag(dag_id: str, root: Path, out: Path, **operator_kwargs):
@@ -52,7 +34,7 @@ def _dag(dag_id: str, root: Path, out: Path, **operator_kwargs):
                     "near_dup_radius": "{{ params.radius }}"},
             retries=0, **operator_kwargs,
         )
-    _register(dag)
+    register_dag(dag)
     return dag
 
 
@@ -62,7 +44,7 @@ def test_operator_screens_the_upstream_xcom_and_returns_a_stage_result(airflow_h
     dag = _dag(dag_id, ds.root, tmp_path / "out")
     assert dag.test().state == "success"
 
-    value = _xcom(airflow_home, dag_id, "poisoning")
+    value = xcom_return_value(airflow_home, dag_id, "poisoning")
     result = StageResult.from_xcom(value)
     assert result.stage == "poisoning" and result.data_root == str(ds.root)
     assert Path(result.manifest_path).is_relative_to(tmp_path / "out" / dag_id)
@@ -79,7 +61,7 @@ def test_fail_policy_fails_the_task_without_retry(airflow_home, clean_root, tmp_
     dag_id = f"poisoning_fail_{uuid.uuid4().hex[:8]}"
     dag = _dag(dag_id, ds.root, tmp_path / "out", trigger_patch="fail")
     assert dag.test().state == "failed"
-    assert _xcom(airflow_home, dag_id, "poisoning") is None
+    assert xcom_return_value(airflow_home, dag_id, "poisoning") is None
     findings = list((tmp_path / "out").rglob("findings.jsonl"))
     assert len(findings) == 1 and "trigger_patch" in findings[0].read_text()
 

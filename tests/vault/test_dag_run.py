@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from secure_data.testing.airflow_env import register_dag
 from secure_data.testing.vault_fixtures import logins_on_server
 from secure_data.vault.connection import connection_env_for
 
@@ -51,19 +52,9 @@ def canary_dag(openbao, vault, root_client, fresh_role, monkeypatch, airflow_hom
     spec = importlib.util.spec_from_file_location(f"vault_canary_dag_{secrets.token_hex(3)}", DAG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    _register(module.dag)
+    register_dag(module.dag)
     return module.dag, canary, canary_path, creds
 
-
-def _register(dag) -> None:
-    """dag.test() needs the DAG serialized in the metadata DB; a test DAG file is in no bundle, so put it there."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=None, collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def _xcom_and_rendered(dag_id: str) -> tuple[list, str, str]:

@@ -53,3 +53,25 @@ def migrate_db(env: dict[str, str]) -> None:
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], env=full, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def register_dag(dag) -> None:
+    """Serialize an in-test DAG into the metadata DB: ``dag.test()`` needs it there, and it is in no bundle."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=None, collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def xcom_return_value(home: str | os.PathLike, dag_id: str, task_id: str):
+    """The ``return_value`` XCom of a task, read straight from the SQLite metadata DB (None if absent)."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(Path(home) / "airflow.db") as db:
+        row = db.execute("select value from xcom where dag_id=? and task_id=? and key='return_value'",
+                         (dag_id, task_id)).fetchone()
+    return None if row is None else json.loads(row[0])
