@@ -97,3 +97,16 @@ def test_plain_duplicate_is_a_warning_about_the_redundant_copy(dataset, screen):
     dups = [f for f in s.findings if f["check"] == "duplicate"]
     assert len(dups) == 1 and dups[0]["suspects"] == [f"train/{dst}"] and dups[0]["action"] == "warn"
     assert s.result.counts["quarantined"] == 0
+
+
+def test_orb_verification_survives_degenerate_images():
+    """Found by the bad-input corpus under the scheduler: a 1x1 / 4-pixel-high image near-duplicate
+    candidate made OpenCV's ORB pyramid assert (resize inv_scale_x > 0) and crashed the whole stage."""
+    import numpy as np
+
+    from secure_data.poisoning.duplicates import verify_pair
+
+    normal = (np.random.default_rng(0).random((160, 160)) * 255).astype(np.uint8)
+    for tiny in (np.zeros((1, 1), np.uint8), np.zeros((4, 300), np.uint8), np.zeros((31, 31), np.uint8)):
+        assert verify_pair(normal, tiny, mirrored=False, min_inliers=8) == (0, None)
+        assert verify_pair(tiny, normal, mirrored=True, min_inliers=8) == (0, None)

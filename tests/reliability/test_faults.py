@@ -138,9 +138,8 @@ def test_after_space_is_freed_clearing_the_task_publishes_the_package(disk_full)
 
 
 def test_a_run_whose_handoff_failed_is_marked_failed(disk_full):
-    """FAILS today (defect in dags/secure_pretraining_sanitization.py): the only leaf task is ``report``,
-    whose trigger rule is ALL_DONE, so it succeeds after the handoff failed and Airflow marks the whole
-    run ``success``: no package, no Asset event, yet a green run (alerts on failed runs stay silent)."""
+    """``report`` runs ALL_DONE; were it the only leaf, Airflow would mark a run whose hand-off failed
+    ``success`` (no package, no Asset event, yet a green run). The DAG's ``watcher`` task prevents it."""
     assert disk_full.evidence["run_state"] == "failed", disk_full.observed
 
 

@@ -39,6 +39,29 @@ def temp_prefix(name: str, suffix: str) -> str:
     return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}."
 
 
+def sweep_partial_directories(final: str | os.PathLike) -> int:
+    """Remove ``atomic_directory`` leftovers of ``final`` (a killed writer's ``.<name>.*.partial``).
+
+    Call it only where one writer owns ``final`` (a task's retry: Airflow runs one try at a time).
+    Returns how many were removed.
+    """
+    target = Path(final)
+    if not target.parent.is_dir():
+        return 0
+    removed = 0
+    for stale in target.parent.glob(f"{glob_escape(temp_prefix(target.name, '.partial'))}*.partial"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> Path:
     """Write ``data`` to ``path`` so that the file is either complete or absent."""
     target = Path(path)

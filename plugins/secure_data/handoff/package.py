@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from secure_data.dataset.atomic import NAME_MAX, atomic_directory, temp_prefix
+from secure_data.dataset.atomic import NAME_MAX, atomic_directory, sweep_partial_directories, temp_prefix
 from secure_data.dataset.layout import PATH_MAX, UnsafePathError, fits_under, safe_relpath
 from secure_data.dataset.manifest import IntegrityError, canonical_json, digest_of
 from secure_data.handoff import stream
@@ -366,6 +366,8 @@ def build_package(
             files=[(s.path, s.sha256, s.size) for s in ordered],
         )
         final = Path(packages_root) / package_id
+        # A killed earlier try of this same package left its half-built ciphertext behind: remove it.
+        sweep_partial_directories(final)
         with atomic_directory(final) as tmp:
             records = tuple(
                 _encrypt_source(tmp, src, data_key.plaintext, package_id, content_digest, chunk_size, durable)

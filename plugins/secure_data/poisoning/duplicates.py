@@ -130,11 +130,23 @@ def duplicate_groups(n: int, edges: Sequence[DupEdge]) -> list[int]:
 _ORB_SIDE = 400  # verification resolution (long side); ORB needs texture, not megapixels
 
 
+_ORB_MIN_SIDE = 32  # ORB's pyramid and 15 px border need at least this much image
+
+
 def _keypoints(gray):
+    """ORB keypoints, or none for an image too small (or too odd) for ORB: such a pair is simply unconfirmed.
+
+    A 1x1 or 4x300 image is valid input (integrity accepts it); OpenCV's pyramid resize asserts on it.
+    """
     import cv2
 
+    if gray is None or min(gray.shape[:2]) < _ORB_MIN_SIDE:
+        return (), None
     orb = cv2.ORB_create(nfeatures=500, fastThreshold=10, edgeThreshold=15, patchSize=15)
-    return orb.detectAndCompute(gray, None)
+    try:
+        return orb.detectAndCompute(gray, None)
+    except cv2.error:
+        return (), None
 
 
 def verify_pair(gray_a, gray_b, *, mirrored: bool, min_inliers: int) -> tuple[int, tuple[float, ...] | None]:
