@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import cpu_name  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
@@ -123,15 +124,6 @@ def run_ours(engine, config, src_root: Path, work: Path, round_no: int) -> dict:
     return {"images": result["counts"]["images"], "seconds": seconds, "counts": result["counts"],
             "cpu_s": time.process_time() - cpu, "timings": {k: round(v, 2) for k, v in engine.timings.items()}}
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

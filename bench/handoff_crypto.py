@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_name  # bench/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
@@ -217,7 +219,7 @@ def main() -> int:
     print("# secure-data hand-off crypto benchmark")
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
-          f"{_cpu_model()} | load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"{cpu_name()} | load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"python {platform.python_version()}, cryptography {_version('cryptography')}")
     print(f"command: python bench/handoff_crypto.py {' '.join(sys.argv[1:])}".rstrip())
     print()
@@ -251,15 +253,6 @@ def _version(dist: str) -> str:
 
     return version(dist)
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
