@@ -32,13 +32,14 @@ def test_many_hooks_in_one_process_share_one_login(openbao, vault, root_client, 
 
 
 def test_renewable_token_is_renewed_before_it_expires(openbao, root_client, fresh_role):
-    creds = fresh_role("sanitizer", token_ttl="2s", token_max_ttl="120s")
+    # TTLs leave seconds of slack so a loaded 2-core CI machine cannot turn this into a race.
+    creds = fresh_role("sanitizer", token_ttl="5s", token_max_ttl="120s")
     session = VaultSession.for_approle(openbao.url, creds.role_id, creds.secret_id)
     ops = VaultOps(session)
     ops.sign("secure-data-signing", b"start")
     (accessor,) = accessors_of(root_client, creds.role)
 
-    time.sleep(4)  # a "long task": no Vault calls, twice the 2 s TTL; the keeper renews meanwhile
+    time.sleep(11)  # a "long task": no Vault calls, over twice the 5 s TTL; the keeper renews meanwhile
 
     # Still known to the server (an expired token is revoked and its accessor lookup fails).
     assert root_client.auth.token.lookup_accessor(accessor)["data"]["accessor"] == accessor
@@ -49,12 +50,12 @@ def test_renewable_token_is_renewed_before_it_expires(openbao, root_client, fres
 
 
 def test_logs_in_again_when_max_ttl_is_reached(openbao, root_client, fresh_role):
-    creds = fresh_role("sanitizer", token_ttl="1s", token_max_ttl="2s")
+    creds = fresh_role("sanitizer", token_ttl="3s", token_max_ttl="4s")
     session = VaultSession.for_approle(openbao.url, creds.role_id, creds.secret_id)
     ops = VaultOps(session)
     ops.sign("secure-data-signing", b"a")
     first = accessors_of(root_client, creds.role)
-    time.sleep(3.5)  # well past the 2 s hard cap: renewing cannot help any more
+    time.sleep(5.5)  # well past the 4 s hard cap: renewing cannot help any more
     ops.sign("secure-data-signing", b"b")
     assert session.logins == 2
     assert len(accessors_of(root_client, creds.role) - first) == 1
@@ -88,11 +89,20 @@ def test_revoked_static_token_is_a_clear_error(openbao, root_client):
 
 
 def test_expired_static_token_is_a_clear_error(openbao, root_client):
-    token = root_client.auth.token.create(policies=["secure-data-sanitizer"], ttl="1s",
-                                          renewable=False)["auth"]["client_token"]
+    created = root_client.auth.token.create(policies=["secure-data-sanitizer"], ttl="4s", renewable=False)
+    token, accessor = created["auth"]["client_token"], created["auth"]["accessor"]
     session = VaultSession.for_token(openbao.url, token)
     VaultOps(session).sign("secure-data-signing", b"ok")
-    time.sleep(1.5)
+    # Wait until the server itself has expired the token (its accessor disappears), not a fixed guess.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            root_client.auth.token.lookup_accessor(accessor)
+        except Exception:  # noqa: BLE001 - hvac raises InvalidRequest/Forbidden once it is gone
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail("the 4 s token never expired on the server")
     with pytest.raises(VaultTokenError, match="expired|TTL"):
         VaultOps(session).sign("secure-data-signing", b"late")
     # A brand-new session with the dead token fails at login with the same class.
