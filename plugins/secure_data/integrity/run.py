@@ -270,8 +270,12 @@ def run_integrity(
 
     mirror: Mirror | None = None
     if is_remote(source):
-        mirror = mirror_source(source, layout.root / "source", workers=max(4, workers),
-                               storage_options=storage_options)
+        try:
+            mirror = mirror_source(source, layout.root / "source", workers=max(4, workers),
+                                   storage_options=storage_options)
+        except (OSError, ValueError) as exc:  # no bucket, no access, unreachable endpoint
+            raise DatasetError(f"cannot read dataset source {source_label(source)}: "
+                               f"{type(exc).__name__}: {exc}") from exc
         data_root = mirror.data_root
     else:
         data_root = Path(os.path.abspath(source))

@@ -30,6 +30,20 @@ def _optional(value: Any) -> str | None:
     return str(value)
 
 
+def _check_fsspec_scheme(uri: str) -> None:
+    """Fail with the fix, not an fsspec traceback, when the scheme's filesystem is not installed."""
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    scheme = uri.split("://", 1)[0].lower()
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as exc:
+        hint = known_implementations.get(scheme, {}).get("err", "")
+        extra = " (pip install 'secure-data[s3]')" if scheme in ("s3", "s3a") else ""
+        raise ValueError(f"no filesystem for {scheme}:// sources{extra}: {hint or exc}") from None
+
+
 class IntegrityOperator(BaseOperator):
     """Check a raw YOLO dataset and publish the integrity manifest; returns ``StageResult.to_xcom()``.
 
@@ -99,15 +113,20 @@ class IntegrityOperator(BaseOperator):
             if value is not None and "{{" not in str(value) and value not in allowed:
                 raise ValueError(f"{name}={value!r}: must be one of {allowed}")
 
-    def _source(self) -> Any:
+    def _source(self) -> tuple[Any, dict[str, Any] | None]:
+        """``(source, storage_options)`` for ``run_integrity``.
+
+        With ``source_conn_id`` the source is an ``ObjectStoragePath`` on that Airflow connection
+        (the scheme's filesystem comes from its provider, e.g. ``apache-airflow-providers-amazon``
+        for ``s3://``). Without one, the URI goes straight to fsspec (``s3fs`` for ``s3://``: the
+        ``secure-data[s3]`` extra) with the options read from ``storage_secret`` in Vault.
+        """
         from secure_data.dataset.storage import is_remote
 
         if self.source is None or not str(self.source).strip():
             raise ValueError("IntegrityOperator: source is empty (a dataset directory or object-storage URI)")
         if not is_remote(self.source):
-            return self.source
-        from airflow.sdk import ObjectStoragePath
-
+            return self.source, None
         options: dict[str, Any] = {}
         secret_path = _optional(self.storage_secret)
         if secret_path:
@@ -119,7 +138,13 @@ class IntegrityOperator(BaseOperator):
             options = storage_options_from_kv(secret)
             self.log.info("Storage credentials read from Vault path %s (fields: %s)", secret_path,
                           ", ".join(sorted(secret)))
-        return ObjectStoragePath(self.source, conn_id=_optional(self.source_conn_id), **options)
+        conn_id = _optional(self.source_conn_id)
+        if conn_id is None:
+            _check_fsspec_scheme(str(self.source))
+            return str(self.source), options
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(self.source, conn_id=conn_id, **options), None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from secure_data.dataset.stage import RunLayout
@@ -130,7 +155,8 @@ class IntegrityOperator(BaseOperator):
         config = IntegrityConfig.from_dict(self.config).with_overrides(**self.policies)
         layout = RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
         try:
-            result = run_integrity(self._source(), layout, config=config,
+            source, storage_options = self._source()
+            result = run_integrity(source, layout, config=config, storage_options=storage_options,
                                    reference_manifest=_optional(self.reference_manifest),
                                    reference_digest=_optional(self.reference_digest))
         except IntegrityFailed as exc:
