@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import StageResult
-from secure_data.testing.airflow_env import register_dag, xcom_return_value
+from secure_data.testing.airflow_env import register_dag, run_artifacts_text, xcom_return_value
 
 
 def _flat(value, prefix=""):
@@ -123,11 +122,6 @@ def test_object_storage_credentials_come_from_vault_and_never_leak(airflow_home,
     assert value["data_root"].endswith("/source/data")  # mirrored, not read in place
     out = capfd.readouterr()
     assert f"Storage credentials read from Vault path {secret_path}" in out.out + out.err  # control
-    haystacks = [json.dumps(value), out.out + out.err]
-    for base in (tmp_path / "out", airflow_home / "logs"):
-        haystacks += [p.read_bytes().decode("utf-8", "replace") for p in Path(base).rglob("*") if p.is_file()]
-    db = sqlite3.connect(airflow_home / "airflow.db")
-    haystacks += [str(v) for (v,) in db.execute(
-        "select rendered_fields from rendered_task_instance_fields where dag_id=?", (dag_id,))]
+    haystacks = [json.dumps(value), out.out + out.err, *run_artifacts_text(airflow_home, dag_id, tmp_path / "out")]
     for field in ("access_key_id", "secret_access_key"):
         assert creds[field] and not any(creds[field] in h for h in haystacks), field

@@ -4,16 +4,14 @@ S3-compatible endpoint (moto server), mirrored and checked like a local director
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
-from pathlib import Path
 
 import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.run import DatasetError, run_integrity
-from secure_data.testing.airflow_env import register_dag, xcom_return_value
+from secure_data.testing.airflow_env import register_dag, run_artifacts_text, xcom_return_value
 from secure_data.testing.s3 import S3Server
 
 
@@ -84,12 +82,7 @@ def test_s3_source_with_vault_credentials_is_mirrored_checked_and_never_leaks(
     # The credentials were used (the bucket was read) and appear nowhere.
     out = capfd.readouterr()
     assert f"Storage credentials read from Vault path {vault_s3_secret}" in out.out + out.err
-    haystacks = [json.dumps(value), out.out + out.err]
-    for base in (tmp_path / "out", airflow_home / "logs"):
-        haystacks += [p.read_bytes().decode("utf-8", "replace") for p in Path(base).rglob("*") if p.is_file()]
-    db = sqlite3.connect(airflow_home / "airflow.db")
-    haystacks += [str(v) for (v,) in db.execute(
-        "select rendered_fields from rendered_task_instance_fields where dag_id=?", (dag_id,))]
+    haystacks = [json.dumps(value), out.out + out.err, *run_artifacts_text(airflow_home, dag_id, tmp_path / "out")]
     for secret in (s3.access_key_id, s3.secret_access_key):
         assert not any(secret in h for h in haystacks)
 

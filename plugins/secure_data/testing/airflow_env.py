@@ -75,3 +75,17 @@ def xcom_return_value(home: str | os.PathLike, dag_id: str, task_id: str):
         row = db.execute("select value from xcom where dag_id=? and task_id=? and key='return_value'",
                          (dag_id, task_id)).fetchone()
     return None if row is None else json.loads(row[0])
+
+
+def run_artifacts_text(home: str | os.PathLike, dag_id: str, *dirs: str | os.PathLike) -> list[str]:
+    """Everything a run left behind, as text, for leak scans: every file under ``dirs`` and the
+    Airflow logs, plus the rendered template fields stored for ``dag_id`` in the metadata DB."""
+    import sqlite3
+
+    texts = []
+    for base in (*dirs, Path(home) / "logs"):
+        texts += [p.read_bytes().decode("utf-8", "replace") for p in Path(base).rglob("*") if p.is_file()]
+    with sqlite3.connect(Path(home) / "airflow.db") as db:
+        texts += [str(v) for (v,) in db.execute(
+            "select rendered_fields from rendered_task_instance_fields where dag_id=?", (dag_id,))]
+    return texts
