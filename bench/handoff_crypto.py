@@ -122,7 +122,7 @@ def child(mode: str, path: str, repeat: int) -> dict:
             stream.encrypt_chunks(key, ad, stream.iter_buffer(data, chunk), _Sink().write, size_hint=size,
                                   hash_plaintext=False, hash_ciphertext=False)
         elif (op, where) == ("dec", "mem"):
-            stream.decrypt_file(key, ad, io.BytesIO(sealed), _Sink().write, hashes=False)
+            stream.decrypt_bytes(key, ad, sealed, _Sink().write, hashes=False)
         elif (op, where) == ("enc", "file"):
             with open(path, "rb") as reader, open(enc_path, "wb") as writer:
                 stream.encrypt_file(key, ad, reader, writer, hashes=digests)

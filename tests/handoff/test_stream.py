@@ -21,9 +21,22 @@ def _encrypt(data: bytes, key: bytes = KEY, ad: bytes = AD) -> tuple[bytes, stre
 
 
 def _decrypt(blob: bytes, key: bytes = KEY, ad: bytes = AD) -> bytes:
-    out = io.BytesIO()
-    stream.decrypt_file(key, ad, io.BytesIO(blob), out.write)
-    return out.getvalue()
+    """Decrypt through both the reader API and the in-memory API; they must agree on every input."""
+    outputs, errors = [], []
+    for run in (lambda write: stream.decrypt_file(key, ad, io.BytesIO(blob), write),
+                lambda write: stream.decrypt_bytes(key, ad, blob, write)):
+        out = io.BytesIO()
+        try:
+            run(out.write)
+            outputs.append(out.getvalue())
+        except stream.StreamError as exc:
+            errors.append(exc)
+    assert len(errors) in (0, 2), f"decrypt_file and decrypt_bytes disagree: {errors}"
+    if errors:
+        assert str(errors[0]) == str(errors[1])
+        raise errors[0]
+    assert outputs[0] == outputs[1]
+    return outputs[0]
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17])
@@ -116,3 +129,5 @@ def test_threaded_hashing_of_large_inputs_is_correct(tmp_path):
     back = stream.decrypt_file(KEY, AD, io.BytesIO(blob), plain.write)
     assert plain.getvalue() == data
     assert back.plaintext_sha256 == hashlib.sha256(data).hexdigest()
+    in_memory = stream.decrypt_bytes(KEY, AD, blob, io.BytesIO().write)
+    assert in_memory == back and in_memory.ciphertext_sha256 == result.ciphertext_sha256

@@ -344,6 +344,40 @@ def decrypt_file(
     """
     size_hint = _size_of(reader)
     header = _read_exact(reader, HEADER_SIZE)
+    aead, prefix, chunk_size, segment_ad = _open_header(key, associated_data, header, expected_chunk_size)
+    threaded = size_hint is None or size_hint >= _THREADED_HASH_MIN
+    pt_hash, ct_hash = (_Digest(threaded), _Digest(threaded)) if hashes else (_NoDigest(), _NoDigest())
+    ct_hash.update(header)
+    body_hint = None if size_hint is None else size_hint - HEADER_SIZE
+    with _borrowed_ring() as inbox, _borrowed_ring() as out:
+        segments = iter_reader(reader, chunk_size + TAG_SIZE, ring=inbox, size_hint=body_hint)
+        return _open_all(aead, prefix, segment_ad, segments, write, pt_hash, ct_hash, out, len(header))
+
+
+def decrypt_bytes(
+    key: bytes,
+    associated_data: bytes,
+    data: bytes | memoryview,
+    write: Callable[[memoryview], object],
+    *,
+    expected_chunk_size: int | None = None,
+    hashes: bool = True,
+) -> StreamResult:
+    """``decrypt_file`` for a ciphertext already in memory: segments are views of ``data`` (no copy)."""
+    view = memoryview(data)
+    header = bytes(view[:HEADER_SIZE])
+    aead, prefix, chunk_size, segment_ad = _open_header(key, associated_data, header, expected_chunk_size)
+    threaded = len(view) >= _THREADED_HASH_MIN
+    pt_hash, ct_hash = (_Digest(threaded), _Digest(threaded)) if hashes else (_NoDigest(), _NoDigest())
+    ct_hash.update(header)
+    with _borrowed_ring() as out:
+        segments = iter_buffer(view[HEADER_SIZE:], chunk_size + TAG_SIZE)
+        return _open_all(aead, prefix, segment_ad, segments, write, pt_hash, ct_hash, out, len(header))
+
+
+def _open_header(key: bytes, associated_data: bytes, header: bytes,
+                 expected_chunk_size: int | None) -> tuple[AESGCM, bytes, int, bytes]:
+    """Check a stream header; returns the file's AEAD, nonce prefix, chunk size and segment AD."""
     if len(header) < HEADER_SIZE or header[:4] != MAGIC:
         raise StreamError("not a secure-data stream (bad magic or header too short)")
     (chunk_size,) = struct.unpack(">I", header[4:8])
@@ -353,15 +387,7 @@ def decrypt_file(
         raise StreamError(f"chunk size {chunk_size} differs from the signed {expected_chunk_size}")
     salt = header[8:8 + SALT_SIZE]
     prefix = header[8 + SALT_SIZE:HEADER_SIZE]
-    aead = _file_key(key, salt, associated_data)
-    segment_ad = header + associated_data
-    threaded = size_hint is None or size_hint >= _THREADED_HASH_MIN
-    pt_hash, ct_hash = (_Digest(threaded), _Digest(threaded)) if hashes else (_NoDigest(), _NoDigest())
-    ct_hash.update(header)
-    body_hint = None if size_hint is None else size_hint - HEADER_SIZE
-    with _borrowed_ring() as inbox, _borrowed_ring() as out:
-        segments = iter_reader(reader, chunk_size + TAG_SIZE, ring=inbox, size_hint=body_hint)
-        return _open_all(aead, prefix, segment_ad, segments, write, pt_hash, ct_hash, out, len(header))
+    return _file_key(key, salt, associated_data), prefix, chunk_size, header + associated_data
 
 
 def _open_all(aead: AESGCM, prefix: bytes, segment_ad: bytes, segments: Iterator[bytes | memoryview],
