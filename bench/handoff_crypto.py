@@ -74,7 +74,6 @@ class _Sink:
 
 def child(mode: str, path: str, repeat: int) -> dict:
     import hashlib
-    import io
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
