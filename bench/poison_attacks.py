@@ -63,6 +63,7 @@ STRESS = (
     ("trigger_vanish, 8 px, q75", "trigger_vanish", {"trigger_px": 8, "jpeg_quality": 75}),
     ("box_shift, 0.25-0.5 box", "box_shift", {"shift": (0.25, 0.5)}),
     ("box_shift, 0.1-0.25 box", "box_shift", {"shift": (0.1, 0.25)}),
+    ("box_shift, 0.05-0.1 box", "box_shift", {"shift": (0.05, 0.1)}),
     ("split_leak, crop <= 4 %/side", "split_leak", {"crop_max": 0.04}),
     ("label_flip, crop <= 4 %/side", "label_flip", {"crop_max": 0.04}),
 )

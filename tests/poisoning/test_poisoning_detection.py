@@ -11,6 +11,7 @@ import pytest
 from secure_data.testing.attacks import ATTACKS, inject_attack
 
 CASES = [(attack, 0.10) for attack in ATTACKS] + [("trigger_random", 0.05), ("label_flip", 0.05)]
+SHIFTS = {"box_shift": (0.5, 1.0), "box_shift_small": (0.1, 0.25)}  # in box sizes
 
 
 def test_clean_dataset_false_positive_rate(clean_root, screen):
@@ -19,9 +20,12 @@ def test_clean_dataset_false_positive_rate(clean_root, screen):
     assert len(flagged) / s.result.counts["images"] <= 0.01, s.findings
 
 
-@pytest.mark.parametrize("attack, rate", CASES, ids=[f"{a}-{r}" for a, r in CASES])
+@pytest.mark.parametrize("attack, rate", [*CASES, ("box_shift_small", 0.05)],
+                         ids=[f"{a}-{r}" for a, r in [*CASES, ("box_shift_small", 0.05)]])
 def test_attack_is_found(clean_root, tmp_path, screen, attack, rate):
-    ds = inject_attack(clean_root, tmp_path / "attacked", attack=attack, rate=rate, seed=5)
+    kwargs = {"shift": SHIFTS[attack]} if attack in SHIFTS else {}
+    attack = attack.removesuffix("_small")
+    ds = inject_attack(clean_root, tmp_path / "attacked", attack=attack, rate=rate, seed=5, **kwargs)
     assert len(ds.poisoned) == round(rate * ds.n_samples)
     s = screen(ds.root)
     flagged = s.suspects()

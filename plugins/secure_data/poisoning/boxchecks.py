@@ -160,7 +160,8 @@ def check_box_fits(
     for sample, feat in zip(samples, feats, strict=True):
         misaligned, confused = [], []
         for fit in feat.fits:
-            if fit.best - fit.own >= config.misalign_gain and fit.offset >= config.misalign_offset:
+            needed = config.misalign_gain_near if fit.offset <= config.misalign_near else config.misalign_gain
+            if fit.best - fit.own >= needed and fit.offset >= config.misalign_offset:
                 misaligned.append({
                     "box": fit.index, "cls": fit.cls, "fit_here": fit.own, "fit_best": fit.best,
                     "best_offset_boxes": [round(fit.dx, 3), round(fit.dy, 3)],
@@ -175,6 +176,7 @@ def check_box_fits(
             findings.append(make_finding(
                 "box_misaligned", suspects=[sample.key],
                 evidence={"boxes": misaligned, "gain_threshold": config.misalign_gain,
+                          "gain_threshold_near": config.misalign_gain_near, "near_boxes": config.misalign_near,
                           "offset_threshold": config.misalign_offset},
                 message=f"{len(misaligned)} box(es) fit their class much better elsewhere (shifted labels)",
             ))

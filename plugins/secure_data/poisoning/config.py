@@ -108,8 +108,13 @@ class PoisoningConfig:
     # box content fit (class templates of the gradient-orientation layout in the box frame)
     fit_box_px: int = 16  # a box is mapped to fit_box_px x fit_box_px pixels
     fit_search: float = 1.25  # search +-fit_search box sizes around each box (shifts up to ~1 box)
-    misalign_gain: float = 0.4  # correlation gained by moving the box ... (clean max 0.23, shifted min 0.59)
-    misalign_offset: float = 0.3  # ... by at least this many box sizes
+    # A box is misaligned when its own-class template fits much better somewhere else. Clean boxes
+    # fit best exactly where they are, or about a box away on a neighbouring object of their class
+    # (gain up to 0.23 there on the generated data), so a short move needs less gain than a long one.
+    misalign_gain: float = 0.4  # correlation gained by a move of more than misalign_near (shifted min 0.59)
+    misalign_gain_near: float = 0.2  # ... by a move of misalign_offset..misalign_near (0.1-0.25 box shifts: min 0.24)
+    misalign_near: float = 0.5  # box sizes
+    misalign_offset: float = 0.08  # moves of one search step (1/16 box) or less are annotation jitter
     confusion_margin: float = 0.15  # another class's template fits better by this (clean max -0.15, flipped min 0.40)
     template_sample: int = 4000  # boxes per class used to build a template (a seeded sample)
 
