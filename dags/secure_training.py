@@ -104,7 +104,8 @@ with DAG(
     tags=["secure-data", "training"],
     params={
         "package_uri": Param(None, type=["null", "string"], title="Package URI (manual runs)",
-                             description="file:// URI or path of a package; Asset-triggered runs use the event."),
+                             description="file://, a path, or s3://bucket/prefix/<id>; Asset-triggered runs "
+                                         "use the event."),
         "package_id": Param(None, type=["null", "string"], title="Expected package id (manual runs)"),
         "vault_conn_id": Param("vault_trainer", type="string", title="Vault connection (trainer identity)"),
         "epochs": Param(1, type="integer", minimum=1),

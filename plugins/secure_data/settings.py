@@ -17,10 +17,23 @@ def output_root() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))) / "secure-data"
 
 
-def package_root() -> Path:
-    """Where hand-off packages are published (``SECURE_DATA_PACKAGE_ROOT``, else ``<output root>/packages``)."""
+def package_root() -> str:
+    """Where hand-off packages are published (``SECURE_DATA_PACKAGE_ROOT``, else ``<output root>/packages``):
+    a local directory or an object-storage URI (``s3://bucket/packages``), returned as given."""
     configured = os.environ.get("SECURE_DATA_PACKAGE_ROOT")
-    return Path(configured) if configured else output_root() / "packages"
+    return configured if configured else str(output_root() / "packages")
+
+
+def package_storage_secret() -> str | None:
+    """KV v2 path of the sanitizer's credentials for an object-storage package root
+    (``SECURE_DATA_PACKAGE_STORAGE_SECRET``; unset for a local directory)."""
+    return os.environ.get("SECURE_DATA_PACKAGE_STORAGE_SECRET") or None
+
+
+def trainer_storage_secret() -> str | None:
+    """KV v2 path of the trainer's credentials for packages on object storage
+    (``SECURE_DATA_TRAINER_STORAGE_SECRET``; unset for local packages)."""
+    return os.environ.get("SECURE_DATA_TRAINER_STORAGE_SECRET") or None
 
 
 def report_url(dag_id: str, run_id: str) -> str:

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from secure_data.dataset.layout import classify, walk_dataset
-from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
-from secure_data.dataset.stage import StageResult
 from secure_data.handoff.from_stage import derived_package_id, package_stage
 from secure_data.handoff.package import PackageError, PackageFormatError, package_path
+from secure_data.testing.datasets import stage_result_for
 
 
-def _stage(dataset, out, *, quarantine=(), name="anonymize") -> StageResult:
-    records = []
-    for entry in walk_dataset(dataset):
-        data = (dataset / entry.relpath).read_bytes()
-        kind, split = classify(entry.relpath)
-        rec = FileRecord(path=entry.relpath, sha256=sha256_hex(data), size=len(data), kind=kind, split=split)
-        records.append(rec.quarantined(Reason("test", "", name)) if entry.relpath in quarantine else rec)
-    path = out / f"{name}.jsonl"
-    digest = write_manifest(path, {"stage": name}, records)
-    return StageResult(stage=name, manifest_path=str(path), manifest_digest=digest, counts={},
-                       data_root=str(dataset))
+def _stage(dataset, out, *, quarantine=(), name="anonymize"):
+    return stage_result_for(dataset, out, quarantine=set(quarantine), name=name)
 
 
 def test_retry_reuses_the_published_package(small_dataset, sanitizer_ks, tmp_path):

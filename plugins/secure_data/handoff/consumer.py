@@ -19,11 +19,12 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from secure_data.dataset.layout import DATA_YAML, UnsafePathError, safe_relpath
+from secure_data.handoff import remote
 from secure_data.handoff.keyservice import KeyService
 from secure_data.handoff.package import (
     PackageFormatError,
@@ -70,8 +71,20 @@ def open_package(
     expected_package_id: str | None = None,
     expected_manifest_digest: str | None = None,
     scratch_parent: str | os.PathLike | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[OpenedPackage]:
-    """Verify, unwrap, decrypt into private scratch, verify every file; wipe on exit."""
+    """Verify, unwrap, decrypt into private scratch, verify every file; wipe on exit.
+
+    ``uri``: a local path / ``file://`` URI, or an object-storage URI (``s3://bucket/packages/<id>``;
+    ``storage_options`` are fsspec options): its ciphertext is downloaded to a private staging folder
+    first and verified exactly like a local package, then the staging folder is removed.
+    """
+    if remote.is_remote(uri):
+        with _downloaded(str(uri), storage_options) as local, open_package(
+                local, key_service, expected_package_id=expected_package_id,
+                expected_manifest_digest=expected_manifest_digest, scratch_parent=scratch_parent) as opened:
+            yield replace(opened, info=replace(opened.info, uri=str(uri)))
+        return
     verified = verify_package(package_path(uri), key_service, expected_package_id=expected_package_id,
                               expected_manifest_digest=expected_manifest_digest)
     check_file_set(verified)  # cheap: refuse added/removed/truncated files before asking Vault for a key
@@ -92,6 +105,16 @@ def open_package(
         yield OpenedPackage(path=dataset, data_yaml=data_yaml, scratch=scratch, info=verified.info())
     finally:
         wipe_scratch(scratch)
+
+
+@contextlib.contextmanager
+def _downloaded(uri: str, storage_options: Mapping[str, Any] | None) -> Iterator[Path]:
+    """The remote package's ciphertext in a private folder on local disk (it is encrypted; not tmpfs)."""
+    staging = make_private_scratch(tempfile.gettempdir())
+    try:
+        yield remote.fetch_package(uri, staging, storage_options)
+    finally:
+        wipe_scratch(staging)
 
 
 def _decrypt_into(dataset: Path, verified, record, key: bytes) -> None:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from secure_data.dataset.layout import DATA_YAML, resolve_inside
 from secure_data.dataset.manifest import FileRecord, Manifest, read_manifest, verified_read
 from secure_data.dataset.stage import StageResult
-from secure_data.handoff import stream
+from secure_data.handoff import remote, stream
 from secure_data.handoff.keyservice import KeyService
 from secure_data.handoff.package import (
     PackageError,
@@ -87,8 +89,15 @@ def package_stage(
     lineage: Sequence[StageResult] = (),
     chunk_size: int = stream.DEFAULT_CHUNK_SIZE,
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
+    storage_options: Mapping[str, Any] | None = None,
+    staging_dir: str | os.PathLike | None = None,
 ) -> PackageInfo:
-    """Package the accepted files of ``stage``; reuse an already published package of the same id and input."""
+    """Package the accepted files of ``stage``; reuse an already published package of the same id and input.
+
+    ``packages_root`` may be an object-storage URI (``s3://bucket/packages``): the package is built
+    in ``staging_dir`` (default: the temp dir), uploaded with its header last, and the staging copy
+    removed; ``storage_options`` are fsspec options (credentials).
+    """
     manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
     sources = sources_from_manifest(manifest, stage.data_root, stream_threshold=stream_threshold)
     if not any(s.path == DATA_YAML for s in sources):
@@ -96,12 +105,35 @@ def package_stage(
     if not any(s.kind == "image" for s in sources):
         raise PackageFormatError(f"stage {stage.stage!r} has no accepted images: nothing to hand off")
     upstream = upstream_digests(stage, lineage)
+    if remote.is_remote(packages_root):
+        return _package_remote(str(packages_root), sources, key_service, name=name, upstream=upstream,
+                               package_id=package_id, chunk_size=chunk_size, storage_options=storage_options,
+                               staging_dir=staging_dir)
     if package_id is not None:
         existing = Path(packages_root) / package_id
         if existing.exists():
             return _reuse(existing, key_service, upstream)
     return build_package(packages_root, sources, key_service, name=name, upstream=upstream,
                          package_id=package_id, chunk_size=chunk_size)
+
+
+def _package_remote(packages_root: str, sources: Sequence[SourceFile], key_service: KeyService, *, name: str,
+                    upstream: Mapping[str, str], package_id: str | None, chunk_size: int,
+                    storage_options: Mapping[str, Any] | None,
+                    staging_dir: str | os.PathLike | None) -> PackageInfo:
+    if staging_dir is not None:
+        Path(staging_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="secure-data-package-", dir=staging_dir) as staging:
+        if package_id is not None and remote.is_published(remote.join(packages_root, package_id), storage_options):
+            # A retry after the upload finished: check the published header and manifest, download no data.
+            local = remote.fetch_package(remote.join(packages_root, package_id), staging, storage_options,
+                                         only=(remote.HEADER_FILE, remote.MANIFEST_FILE))
+            info = _reuse(local, key_service, upstream)
+        else:
+            info = build_package(staging, sources, key_service, name=name, upstream=upstream,
+                                 package_id=package_id, chunk_size=chunk_size)
+            remote.publish_package(Path(staging) / info.package_id, packages_root, storage_options)
+    return replace(info, uri=remote.join(packages_root, info.package_id))
 
 
 def _reuse(existing: Path, key_service: KeyService, upstream: Mapping[str, str]) -> PackageInfo:

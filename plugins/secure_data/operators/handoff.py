@@ -41,8 +41,10 @@ class PackageOperator(BaseOperator):
     :param upstream_stages: earlier stages' ``StageResult`` XComs (integrity, poisoning): their manifest
         digests are recorded in the signed manifest.
     :param vault_conn_id: the sanitizer identity's Vault connection (creates data keys, signs).
-    :param packages_root: where packages are published (default ``SECURE_DATA_PACKAGE_ROOT``,
-        else ``<output root>/packages``).
+    :param packages_root: where packages are published: a local directory or an object-storage URI
+        such as ``s3://bucket/packages`` (default ``SECURE_DATA_PACKAGE_ROOT``, else ``<output root>/packages``).
+    :param storage_secret: KV v2 path (read with ``vault_conn_id``) holding the object-storage
+        credentials for ``packages_root`` (``access_key_id``, ``secret_access_key``, ``endpoint_url``...).
     :param output_root: root of run-scoped folders (default ``SECURE_DATA_OUTPUT_ROOT``).
     :param package_name: dataset name; prefix of the package id.
     :param data_key: Transit key that wraps the data key. :param signing_key: Transit ed25519 key.
@@ -56,7 +58,7 @@ class PackageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("upstream", "upstream_stages", "vault_conn_id", "packages_root",
-                                      "output_root", "package_name", "data_key", "signing_key")
+                                      "storage_secret", "output_root", "package_name", "data_key", "signing_key")
     ui_color = "#e6f4ea"
 
     def __init__(
@@ -66,6 +68,7 @@ class PackageOperator(BaseOperator):
         upstream_stages: Any = (),
         vault_conn_id: str = "vault_sanitizer",
         packages_root: str | None = None,
+        storage_secret: str | None = None,
         output_root: str | None = None,
         package_name: str = "sanitized",
         data_key: str = DEFAULT_DATA_KEY,
@@ -79,6 +82,7 @@ class PackageOperator(BaseOperator):
         self.upstream_stages = upstream_stages
         self.vault_conn_id = vault_conn_id
         self.packages_root = packages_root
+        self.storage_secret = storage_secret
         self.output_root = output_root
         self.package_name = package_name
         self.data_key = data_key
@@ -91,22 +95,26 @@ class PackageOperator(BaseOperator):
         from secure_data import settings
         from secure_data.dataset.atomic import atomic_write_text
         from secure_data.dataset.stage import RunLayout, StageResult
-        from secure_data.handoff import stream
+        from secure_data.handoff import remote, stream
         from secure_data.handoff.from_stage import derived_package_id, package_stage
         from secure_data.handoff.package import MANIFEST_FILE, package_path
+        from secure_data.operators.storage import optional, storage_options_from_vault
         from secure_data.vault.keyservice import VaultKeyService
 
         stage = _stage(self.upstream)
         lineage = [_stage(v) for v in (self.upstream_stages or ())]
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         layout = RunLayout.for_run(self.output_root or settings.output_root(), dag_id, run_id)
-        packages_root = self.packages_root or str(settings.package_root())
+        packages_root = optional(self.packages_root) or settings.package_root()
+        storage_options = storage_options_from_vault(
+            self.vault_conn_id, optional(self.storage_secret) or settings.package_storage_secret(), self.log)
         key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
                                                    signing_key=self.signing_key)
         info = package_stage(
             stage, packages_root, key_service, name=self.package_name,
             package_id=derived_package_id(self.package_name, dag_id, run_id, stage.manifest_digest),
             lineage=lineage, chunk_size=self.chunk_size or stream.DEFAULT_CHUNK_SIZE,
+            storage_options=storage_options, staging_dir=layout.stage("handoff"),
         )
         self.log.info("Published package %s (%d files, manifest %s, data key %s v%d) at %s",
                       info.package_id, info.counts["files"], info.manifest_digest, info.key_name,
@@ -117,10 +125,10 @@ class PackageOperator(BaseOperator):
                 context["outlet_events"][outlet].extra = dict(event)
         # A pointer in the run folder (for the report and for people): non-secret facts only.
         atomic_write_text(layout.stage("handoff") / "package.json", json.dumps(info.to_dict(), indent=2) + "\n")
-        root = package_path(info.uri)
+        root = info.uri.rstrip("/") if remote.is_remote(info.uri) else str(package_path(info.uri))
         return StageResult(
-            stage="handoff", manifest_path=str(root / MANIFEST_FILE), manifest_digest=info.manifest_digest,
-            counts=dict(info.counts), data_root=str(root), extra=info.to_dict(),
+            stage="handoff", manifest_path=f"{root}/{MANIFEST_FILE}", manifest_digest=info.manifest_digest,
+            counts=dict(info.counts), data_root=root, extra=info.to_dict(),
         ).to_xcom()
 
 
@@ -184,12 +192,14 @@ class PackageConsumerOperator(BaseOperator):
     :param asset: the Asset whose events name packages (default ``PACKAGE_ASSET``).
     :param vault_conn_id: the trainer identity's Vault connection (unwraps, verifies; default ``vault_trainer``).
     :param scratch_parent: where the private scratch directory goes (default /dev/shm, else the temp dir).
+    :param storage_secret: KV v2 path (read with ``vault_conn_id``) holding the object-storage credentials
+        for packages on ``s3://`` and the like; not needed for local packages.
 
     Returns ``{"package_id", "package_uri", "manifest_digest", "result"}``.
     """
 
     template_fields: Sequence[str] = ("package_uri", "expected_package_id", "vault_conn_id", "op_kwargs",
-                                      "scratch_parent", "data_key", "signing_key")
+                                      "scratch_parent", "storage_secret", "data_key", "signing_key")
     ui_color = "#e8eaf6"
 
     def __init__(
@@ -204,6 +214,7 @@ class PackageConsumerOperator(BaseOperator):
         signing_key: str = DEFAULT_SIGNING_KEY,
         op_kwargs: Mapping[str, Any] | None = None,
         scratch_parent: str | None = None,
+        storage_secret: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("inlets", [asset])
@@ -219,9 +230,12 @@ class PackageConsumerOperator(BaseOperator):
         self.signing_key = signing_key
         self.op_kwargs = dict(op_kwargs or {})
         self.scratch_parent = scratch_parent
+        self.storage_secret = storage_secret
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from secure_data import settings
         from secure_data.handoff.consumer import open_package
+        from secure_data.operators.storage import optional, storage_options_from_vault
         from secure_data.vault.keyservice import VaultKeyService
 
         ref = resolve_package_ref(context, self.asset, self.package_uri, self.expected_package_id)
@@ -230,7 +244,10 @@ class PackageConsumerOperator(BaseOperator):
                                                    signing_key=self.signing_key)
         with open_package(ref.uri, key_service, expected_package_id=ref.package_id,
                           expected_manifest_digest=ref.manifest_digest,
-                          scratch_parent=self.scratch_parent or None) as package:
+                          scratch_parent=self.scratch_parent or None,
+                          storage_options=storage_options_from_vault(
+                              self.vault_conn_id, optional(self.storage_secret) or settings.trainer_storage_secret(),
+                              self.log)) as package:
             self.log.info("Verified package %s: %d files, manifest %s, signature valid",
                           package.package_id, package.info.counts["files"], package.manifest_digest)
             result = self.python_callable(package, **self.op_kwargs)

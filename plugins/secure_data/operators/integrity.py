@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from secure_data.operators.storage import optional as _optional
+from secure_data.operators.storage import storage_options_from_kv, storage_options_from_vault
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# KV field names (as ``secure_data.vault.setup`` writes dataset credentials) -> fsspec/s3fs storage options.
-_KV_TO_STORAGE_OPTION = {
-    "access_key_id": "key",
-    "secret_access_key": "secret",
-    "session_token": "token",
-}
-
-
-def storage_options_from_kv(secret: Mapping[str, Any]) -> dict[str, Any]:
-    """Map a KV secret to fsspec storage options (known S3-style names are renamed, others pass through)."""
-    return {_KV_TO_STORAGE_OPTION.get(k, k): v for k, v in secret.items()}
-
-
-def _optional(value: Any) -> str | None:
-    """A templated optional path: "", "None" and "null" (non-native rendering of None) mean absent."""
-    if value is None or str(value).strip() in ("", "None", "null"):
-        return None
-    return str(value)
+__all__ = ["IntegrityOperator", "storage_options_from_kv"]
 
 
 def _check_fsspec_scheme(uri: str) -> None:
@@ -127,17 +113,7 @@ class IntegrityOperator(BaseOperator):
             raise ValueError("IntegrityOperator: source is empty (a dataset directory or object-storage URI)")
         if not is_remote(self.source):
             return self.source, None
-        options: dict[str, Any] = {}
-        secret_path = _optional(self.storage_secret)
-        if secret_path:
-            from secure_data.vault.hook import SecureVaultHook
-            from secure_data.vault.masking import mask_value
-
-            secret = SecureVaultHook(vault_conn_id=self.vault_conn_id).read_kv(secret_path)
-            mask_value(secret)  # the hook masks too; this keeps the guarantee local and explicit
-            options = storage_options_from_kv(secret)
-            self.log.info("Storage credentials read from Vault path %s (fields: %s)", secret_path,
-                          ", ".join(sorted(secret)))
+        options = storage_options_from_vault(self.vault_conn_id, self.storage_secret, self.log)
         conn_id = _optional(self.source_conn_id)
         if conn_id is None:
             _check_fsspec_scheme(str(self.source))

@@ -129,3 +129,24 @@ def make_yolo_dataset(
                 "".join(b.yolo_line(width, height) + "\n" for b in boxes)
             )
     return root
+
+
+def stage_result_for(dataset: str | os.PathLike, out: str | os.PathLike, *, quarantine: set[str] | frozenset[str] = (),
+                     name: str = "anonymize"):
+    """A stage manifest over every file of ``dataset`` (those in ``quarantine`` marked quarantined) and its
+    ``StageResult``: what a stage hands the next one, for hand-off tests without running the chain."""
+    from secure_data.dataset.layout import classify, walk_dataset
+    from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
+    from secure_data.dataset.stage import StageResult
+
+    dataset, out = Path(dataset), Path(out)
+    records = []
+    for entry in walk_dataset(dataset):
+        data = (dataset / entry.relpath).read_bytes()
+        kind, split = classify(entry.relpath)
+        rec = FileRecord(path=entry.relpath, sha256=sha256_hex(data), size=len(data), kind=kind, split=split)
+        records.append(rec.quarantined(Reason("test", "", name)) if entry.relpath in quarantine else rec)
+    path = out / f"{name}.jsonl"
+    digest = write_manifest(path, {"stage": name}, records)
+    return StageResult(stage=name, manifest_path=str(path), manifest_digest=digest, counts={},
+                       data_root=str(dataset))
