@@ -106,3 +106,24 @@ def test_s3_without_s3fs_names_the_extra(monkeypatch):
     monkeypatch.setattr("fsspec.get_filesystem_class", missing)
     with pytest.raises(ValueError, match=r"secure-data\[s3\]"):
         integrity._check_fsspec_scheme("s3://bucket/prefix")
+
+
+def test_concurrent_shards_mirror_an_s3_source_once(s3, dataset, layout_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from secure_data.integrity.run import merge_integrity, run_integrity_shard
+
+    bucket = f"raw-{uuid.uuid4().hex[:8]}"
+    s3.upload_directory(dataset, bucket)
+    options = {"key": s3.access_key_id, "secret": s3.secret_access_key, "endpoint_url": s3.endpoint_url}
+    cfg = IntegrityConfig(workers=1)
+    layout = layout_factory("sharded")
+    uri = f"s3://{bucket}"
+    with ThreadPoolExecutor(3) as pool:  # the mapped shard tasks of one run, at the same time
+        results = list(pool.map(lambda i: run_integrity_shard(uri, layout, shard=i, shards=3, config=cfg,
+                                                              storage_options=options), range(3)))
+    partials = [p for p in layout.root.iterdir() if p.name.startswith(".source.") and p.is_dir()]
+    assert (layout.root / "source" / "index.jsonl").exists() and not partials  # one complete mirror
+    merged = merge_integrity(uri, layout, results, config=cfg, storage_options=options)
+    whole = run_integrity(uri, layout_factory("whole"), config=cfg, storage_options=options)
+    assert merged.manifest_digest == whole.manifest_digest

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from secure_data.dataset.atomic import atomic_directory
+from secure_data.dataset.atomic import atomic_directory, file_lock
 from secure_data.dataset.layout import UnsafePathError, path_length_problem, safe_relpath
 from secure_data.dataset.manifest import canonical_json
 
@@ -179,11 +179,19 @@ def mirror_source(
     """Copy an object-storage dataset to ``dest/data`` (atomically published), hashing as it copies.
 
     If ``dest`` already holds a complete mirror (a retried task), it is reused as is:
-    the integrity checks rehash every file against its index anyway.
+    the integrity checks rehash every file against its index anyway. Concurrent callers
+    (the mapped shards of one run) serialise on a lock file next to ``dest``: the first
+    copies, the others wait and reuse its mirror.
     """
     dest = Path(dest)
-    if (dest / MIRROR_INDEX).exists():
-        return load_mirror(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        if (dest / MIRROR_INDEX).exists():
+            return load_mirror(dest)
+        return _mirror(source, dest, workers, storage_options)
+
+
+def _mirror(source: Any, dest: Path, workers: int, storage_options: Mapping[str, Any] | None) -> Mirror:
     fs, root = _filesystem(source, storage_options)
     local = _is_local(fs)
     to_copy, refused = _plan(fs, root)

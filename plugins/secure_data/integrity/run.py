@@ -17,11 +17,14 @@ operator calls. Steps:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from secure_data.dataset.manifest import (
     IntegrityError,
     Manifest,
     Reason,
+    canonical_json,
     count_records,
     digest_of,
     read_manifest,
@@ -51,6 +55,7 @@ from secure_data.integrity.tamper import ADDED, MODIFIED, REMOVED, diff_records,
 log = logging.getLogger(__name__)
 
 HEADER_FORMAT = "secure-data/integrity-header/v1"
+SHARD_SCHEMA = "secure-data/integrity-shard/v1"
 MANIFEST_NAME = "manifest.jsonl"
 TAMPER_DIFF_NAME = "tamper_diff.jsonl"
 MAX_DATA_YAML_BYTES = 1024 * 1024
@@ -242,6 +247,168 @@ def _copy_to_quarantine(data_root: Path, qroot: Path, res: FileResult, record: F
 # --------------------------------------------------------------------------- entry point
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What every part of the stage needs before checking files: where the bytes are and what is there."""
+
+    data_root: Path
+    mirror: Mirror | None
+    label: str
+    entries: list[InputEntry]
+    yaml_record: FileRecord
+    class_names: list[str]
+
+
+def _prepare(source: Any, layout: RunLayout, storage_options: Mapping[str, Any] | None,
+             workers: int) -> _Prepared:
+    mirror: Mirror | None = None
+    if is_remote(source):
+        try:
+            mirror = mirror_source(source, layout.root / "source", workers=max(4, workers),
+                                   storage_options=storage_options)
+        except (OSError, ValueError) as exc:  # no bucket, no access, unreachable endpoint
+            raise DatasetError(f"cannot read dataset source {source_label(source)}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        data_root = mirror.data_root
+    else:
+        data_root = Path(os.path.abspath(source))
+        if not data_root.is_dir():
+            raise DatasetError(f"dataset source {data_root} is not a directory")
+    entries = list_entries(data_root, mirror)
+    yaml_record, class_names = _read_class_names(data_root, entries)
+    return _Prepared(data_root, mirror, source_label(source), entries, yaml_record, class_names)
+
+
+def _check_entries(prep: _Prepared, todo: list[InputEntry], config: IntegrityConfig, layout: RunLayout,
+                   workers: int) -> dict[str, FileResult]:
+    n_classes = len(prep.class_names)
+
+    def check_batch(batch: list[InputEntry]) -> list[FileResult]:
+        return [check_entry(prep.data_root, e, config, n_classes, run_root=layout.root) for e in batch]
+
+    results: dict[str, FileResult] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Small batches: one future per file costs more than checking a small label file.
+        for batch in pool.map(check_batch, _batches(todo, BATCH)):
+            for r in batch:
+                results[r.record.path] = r
+    return results
+
+
+def shard_of(entry: InputEntry, shards: int) -> int:
+    """The shard an entry belongs to: by sample (an image and its label land together), else by path.
+    A hash, not a position, so adding one file does not move every other file to another shard."""
+    key = entry.sample or entry.path
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % shards
+
+
+def _shard_file(layout: RunLayout, shard: int, shards: int) -> Path:
+    return layout.stage(STAGE) / "shards" / f"{shard:05d}-of-{shards:05d}.jsonl"
+
+
+def run_integrity_shard(
+    source: Any,
+    layout: RunLayout,
+    *,
+    shard: int,
+    shards: int,
+    config: IntegrityConfig | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Hash and check one shard of the files (for dynamic task mapping); ``merge_integrity`` finishes.
+
+    Every shard lists the whole dataset (cheap) and checks the entries with ``shard_of(e) == shard``.
+    An object-storage source is mirrored once per run: concurrent shards wait for the first one's
+    copy (``mirror_source`` holds a lock). The per-file results go to
+    ``<run>/integrity/shards/<i>-of-<n>.jsonl`` (written atomically); the return value is small:
+    shard, shards, path, digest and counts.
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    config = config or IntegrityConfig()
+    configure_pillow(config.max_pixels)
+    workers = config.workers or os.cpu_count() or 1
+    prep = _prepare(source, layout, storage_options, workers)
+    todo = [e for e in prep.entries if e.path != DATA_YAML and shard_of(e, shards) == shard]
+    results = _check_entries(prep, todo, config, layout, workers)
+    lines = [canonical_json({"schema": SHARD_SCHEMA, "shard": shard, "shards": shards, "source": prep.label,
+                             "config": config.to_header()})]
+    lines += [canonical_json(_result_to_dict(results[p])) for p in sorted(results)]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    path = _shard_file(layout, shard, shards)
+    atomic_write_bytes(path, data)
+    log.info("integrity shard %d/%d: %d of %d files checked", shard, shards, len(results), len(prep.entries))
+    return {"shard": shard, "shards": shards, "path": str(path), "digest": digest_of(data), "files": len(results)}
+
+
+def _result_to_dict(res: FileResult) -> dict[str, Any]:
+    return {"record": res.record.to_dict(), "findings": [[f.code, f.detail] for f in res.findings],
+            "readable": res.readable, "copyable": res.copyable, "safe_name": res.safe_name}
+
+
+def _result_from_dict(row: Mapping[str, Any]) -> FileResult:
+    return FileResult(record=FileRecord.from_dict(row["record"]),
+                      findings=tuple(Finding(code, detail) for code, detail in row["findings"]),
+                      readable=bool(row["readable"]), copyable=bool(row["copyable"]),
+                      safe_name=bool(row["safe_name"]))
+
+
+def _load_shards(shard_results: Iterable[Mapping[str, Any]], layout: RunLayout, config: IntegrityConfig,
+                 label: str) -> tuple[int, dict[str, FileResult]]:
+    shard_results = list(shard_results)
+    if not shard_results:
+        raise DatasetError("merge_integrity got no shard results")
+    shards = {int(r["shards"]) for r in shard_results}
+    if len(shards) != 1:
+        raise DatasetError(f"shard results disagree on the number of shards: {sorted(shards)}")
+    (n,) = shards
+    have = sorted(int(r["shard"]) for r in shard_results)
+    if have != list(range(n)):
+        raise DatasetError(f"expected shards 0..{n - 1} exactly once, got {have}")
+    results: dict[str, FileResult] = {}
+    for r in sorted(shard_results, key=lambda r: int(r["shard"])):
+        path = _shard_file(layout, int(r["shard"]), n)  # our own run folder, never a path from XCom
+        data = path.read_bytes()
+        if digest_of(data) != r["digest"]:
+            raise IntegrityError(f"{path} changed after shard {r['shard']} wrote it")
+        header, *rows = data.decode("utf-8").splitlines()
+        head = json.loads(header)
+        if head.get("schema") != SHARD_SCHEMA or head.get("source") != label \
+                or head.get("config") != config.to_header():
+            raise DatasetError(f"{path} was made for another source or configuration")
+        for line in rows:
+            res = _result_from_dict(json.loads(line))
+            results[res.record.path] = res
+    return n, results
+
+
+def merge_integrity(
+    source: Any,
+    layout: RunLayout,
+    shard_results: Iterable[Mapping[str, Any]],
+    *,
+    config: IntegrityConfig | None = None,
+    reference_manifest: str | None = None,
+    reference_digest: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StageResult:
+    """Finish a sharded integrity run: the dataset-level checks (pairing, tamper diff, Great
+    Expectations, sample rule), quarantine and the manifest, exactly as ``run_integrity`` does.
+
+    The merged manifest is byte-identical to an unsharded run's. Every listed file must be in
+    exactly one shard: a file added after the shards ran, or one missing from them, fails loudly.
+    """
+    config, workers, reference, prep = _start(source, layout, config, reference_manifest, reference_digest,
+                                              storage_options)
+    _, results = _load_shards(shard_results, layout, config, prep.label)
+    listed = {e.path for e in prep.entries if e.path != DATA_YAML}
+    if set(results) != listed:
+        missing, extra = sorted(listed - set(results)), sorted(set(results) - listed)
+        raise DatasetError(f"the shards do not cover the dataset as listed now: {len(missing)} file(s) not "
+                           f"checked (e.g. {missing[:3]}), {len(extra)} no longer listed (e.g. {extra[:3]})")
+    return _finish(prep, results, layout, config, reference, workers)
+
+
 def run_integrity(
     source: Any,
     layout: RunLayout,
@@ -259,46 +426,34 @@ def run_integrity(
     Raises :class:`DatasetError` when nothing can be checked, :class:`IntegrityFailed` (after writing
     everything) when a "fail" policy fired.
     """
+    config, workers, reference, prep = _start(source, layout, config, reference_manifest, reference_digest,
+                                              storage_options)
+    todo = [e for e in prep.entries if e.path != DATA_YAML]
+    log.info("integrity: %d files under %s, %d workers", len(prep.entries), prep.label, workers)
+    results = _check_entries(prep, todo, config, layout, workers)
+    return _finish(prep, results, layout, config, reference, workers)
+
+
+def _start(source: Any, layout: RunLayout, config: IntegrityConfig | None, reference_manifest: str | None,
+           reference_digest: str | None, storage_options: Mapping[str, Any] | None,
+           ) -> tuple[IntegrityConfig, int, Manifest | None, _Prepared]:
     config = config or IntegrityConfig()
     configure_pillow(config.max_pixels)
     workers = config.workers or os.cpu_count() or 1
-    stage_dir = layout.stage(STAGE)
-    qroot = layout.quarantine(STAGE)
     # The reference first: a forged or missing reference must fail before any work is done.
     reference = read_manifest(reference_manifest, expected_digest=reference_digest) if reference_manifest else None
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    layout.stage(STAGE).mkdir(parents=True, exist_ok=True)
+    return config, workers, reference, _prepare(source, layout, storage_options, workers)
 
-    mirror: Mirror | None = None
-    if is_remote(source):
-        try:
-            mirror = mirror_source(source, layout.root / "source", workers=max(4, workers),
-                                   storage_options=storage_options)
-        except (OSError, ValueError) as exc:  # no bucket, no access, unreachable endpoint
-            raise DatasetError(f"cannot read dataset source {source_label(source)}: "
-                               f"{type(exc).__name__}: {exc}") from exc
-        data_root = mirror.data_root
-    else:
-        data_root = Path(os.path.abspath(source))
-        if not data_root.is_dir():
-            raise DatasetError(f"dataset source {data_root} is not a directory")
-    label = source_label(source)
 
-    entries = list_entries(data_root, mirror)
-    yaml_record, class_names = _read_class_names(data_root, entries)
-    todo = [e for e in entries if e.path != DATA_YAML]
-    log.info("integrity: %d files under %s, %d workers", len(entries), label, workers)
-    n_classes = len(class_names)
-
-    def check_batch(batch: list[InputEntry]) -> list[FileResult]:
-        return [check_entry(data_root, e, config, n_classes, run_root=layout.root) for e in batch]
-
-    results: dict[str, FileResult] = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Small batches: one future per file costs more than checking a small label file.
-        for batch in pool.map(check_batch, _batches(todo, BATCH)):
-            for r in batch:
-                results[r.record.path] = r
-    results[DATA_YAML] = FileResult(yaml_record)
+def _finish(prep: _Prepared, results: dict[str, FileResult], layout: RunLayout, config: IntegrityConfig,
+            reference: Manifest | None, workers: int) -> StageResult:
+    """Everything after the per-file checks: dataset-level checks, policies, quarantine, manifest."""
+    data_root, mirror, label, class_names = prep.data_root, prep.mirror, prep.label, prep.class_names
+    stage_dir = layout.stage(STAGE)
+    qroot = layout.quarantine(STAGE)
+    results = dict(results)
+    results[DATA_YAML] = FileResult(prep.yaml_record)
     malformed = sum(1 for r in results.values() if r.record.meta.get("exif_malformed"))
     if malformed:  # one line for the run: Pillow's per-entry warnings were collected, not logged
         log.warning("integrity: %d image(s) with malformed EXIF (meta exif_malformed; Pillow's warnings "

@@ -122,19 +122,29 @@ class IntegrityOperator(BaseOperator):
 
         return ObjectStoragePath(self.source, conn_id=conn_id, **options), None
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _setup(self, context: Context) -> tuple[Any, Any]:
         from secure_data.dataset.stage import RunLayout
         from secure_data.integrity.config import IntegrityConfig
-        from secure_data.integrity.run import IntegrityFailed, run_integrity
         from secure_data.settings import output_root
 
         config = IntegrityConfig.from_dict(self.config).with_overrides(**self.policies)
         layout = RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
+        return config, layout
+
+    def _run(self, source: Any, layout: Any, config: Any, storage_options: dict[str, Any] | None) -> Any:
+        from secure_data.integrity.run import run_integrity
+
+        return run_integrity(source, layout, config=config, storage_options=storage_options,
+                             reference_manifest=_optional(self.reference_manifest),
+                             reference_digest=_optional(self.reference_digest))
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from secure_data.integrity.run import IntegrityFailed
+
+        config, layout = self._setup(context)
         try:
             source, storage_options = self._source()
-            result = run_integrity(source, layout, config=config, storage_options=storage_options,
-                                   reference_manifest=_optional(self.reference_manifest),
-                                   reference_digest=_optional(self.reference_digest))
+            result = self._run(source, layout, config, storage_options)
         except IntegrityFailed as exc:
             self.log.error("Integrity failed: %s", exc)
             raise
@@ -143,3 +153,61 @@ class IntegrityOperator(BaseOperator):
                       result.extra.get("verdict"), counts.get("accepted"), counts.get("files"),
                       counts.get("quarantined"), counts.get("warned"), result.manifest_path, result.manifest_digest)
         return result.to_xcom()
+
+
+class IntegrityShardOperator(IntegrityOperator):
+    """Hash and check one shard of the files, for dynamic task mapping over big datasets::
+
+        shards = IntegrityShardOperator.partial(task_id="integrity_shard", source=src, shards=4).expand(
+            shard=[0, 1, 2, 3])
+        integrity = IntegrityMergeOperator(task_id="integrity", source=src, shard_results=shards.output)
+
+    Takes every ``IntegrityOperator`` argument (give the merge task the same ones: it checks that
+    the shards ran with the same source and configuration) plus ``shard`` (0-based) and ``shards``.
+    Files are assigned by a hash of their sample (an image and its label land in the same shard).
+    Returns a small dict (shard, shards, path, digest, files); the merge does the dataset-level
+    checks, quarantine and the manifest, byte-identical to an unsharded run's.
+    """
+
+    template_fields: Sequence[str] = (*IntegrityOperator.template_fields, "shard", "shards")
+
+    def __init__(self, *, shard: int | str, shards: int | str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+        self.shards = shards
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from secure_data.integrity.run import run_integrity_shard
+
+        config, layout = self._setup(context)
+        source, storage_options = self._source()
+        result = run_integrity_shard(source, layout, shard=int(self.shard), shards=int(self.shards), config=config,
+                                     storage_options=storage_options)
+        self.log.info("Integrity shard %s/%s: %s files checked (%s)", result["shard"], result["shards"],
+                      result["files"], result["digest"])
+        return result
+
+
+class IntegrityMergeOperator(IntegrityOperator):
+    """Finish a sharded integrity run (see ``IntegrityShardOperator``); returns the stage's ``StageResult``.
+
+    :param shard_results: the shard tasks' XComs (``shards.output``: a list, one dict per shard).
+    """
+
+    template_fields: Sequence[str] = (*IntegrityOperator.template_fields, "shard_results")
+
+    def __init__(self, *, shard_results: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shard_results = shard_results
+
+    def _run(self, source: Any, layout: Any, config: Any, storage_options: dict[str, Any] | None) -> Any:
+        from secure_data.integrity.run import merge_integrity
+
+        results = self.shard_results
+        if isinstance(results, str):  # a rendered template without native objects
+            import json
+
+            results = json.loads(results)
+        return merge_integrity(source, layout, list(results), config=config, storage_options=storage_options,
+                               reference_manifest=_optional(self.reference_manifest),
+                               reference_digest=_optional(self.reference_digest))

