@@ -265,3 +265,12 @@ def test_the_longest_name_integrity_accepts_round_trips(sanitizer_ks, trainer_ks
     (tmp_path / "scratch").mkdir()
     with open_package(info.uri, trainer_ks, scratch_parent=tmp_path / "scratch") as pkg:
         assert _files(pkg.path) == _files(root)
+
+
+def test_fsync_tree_reaches_every_file_of_a_package(package):
+    from secure_data.dataset.atomic import fsync_tree
+    from secure_data.handoff.package import package_path
+
+    info, _ = package
+    root = package_path(info.uri)
+    assert fsync_tree(root) == info.counts["files"] + 2  # every ciphertext, the manifest and the header

@@ -107,6 +107,34 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(target.parent)
 
 
+def fsync_tree(root: str | os.PathLike, *, workers: int = 16) -> int:
+    """Make every file and directory under ``root`` durable; returns the number of files.
+
+    For a tree written without per-file fsync and published afterwards (``atomic_directory``):
+    fsyncs issued together from a thread pool share the file system's journal commits, which on
+    ext4 made a 1,000-file package several times faster to build than an fsync after each file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    files, dirs = [], []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        dirs.append(dirpath)
+        files.extend(os.path.join(dirpath, name) for name in filenames)
+
+    def sync(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    with ThreadPoolExecutor(max(1, min(workers, len(files)))) as pool:
+        list(pool.map(sync, files))
+    for directory in reversed(dirs):  # entries before the directories that hold them
+        _fsync_dir(Path(directory))
+    return len(files)
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """An exclusive advisory lock (flock) on ``path``: a second process (or thread) waits for the first."""

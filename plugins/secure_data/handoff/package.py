@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from secure_data.dataset.atomic import NAME_MAX, atomic_directory, sweep_partial_directories, temp_prefix
+from secure_data.dataset.atomic import (
+    NAME_MAX,
+    atomic_directory,
+    fsync_tree,
+    sweep_partial_directories,
+    temp_prefix,
+)
 from secure_data.dataset.layout import PATH_MAX, UnsafePathError, fits_under, safe_relpath
 from secure_data.dataset.manifest import IntegrityError, canonical_json, digest_of
 from secure_data.handoff import stream
@@ -369,8 +375,9 @@ def build_package(
         # A killed earlier try of this same package left its half-built ciphertext behind: remove it.
         sweep_partial_directories(final)
         with atomic_directory(final) as tmp:
+            # Durability once for the whole tree (below), not an fsync per file: see fsync_tree.
             records = tuple(
-                _encrypt_source(tmp, src, data_key.plaintext, package_id, content_digest, chunk_size, durable)
+                _encrypt_source(tmp, src, data_key.plaintext, package_id, content_digest, chunk_size)
                 for src in ordered
             )
             manifest = PackageManifest(
@@ -384,8 +391,10 @@ def build_package(
             signature = key_service.sign(signing_statement(package_id, manifest_digest))
             header = PackageHeader(package_id=package_id, manifest_digest=manifest_digest,
                                    signature=signature, data_key=wrapped)
-            _write_new(tmp / MANIFEST_FILE, manifest_bytes, durable)
-            _write_new(tmp / HEADER_FILE, header.encode(), durable)
+            _write_new(tmp / MANIFEST_FILE, manifest_bytes)
+            _write_new(tmp / HEADER_FILE, header.encode())
+            if durable:  # every byte on disk before the rename publishes the package
+                fsync_tree(tmp)
     finally:
         # Python cannot zero an immutable bytes object; dropping the last reference is what we can do.
         del data_key
@@ -427,7 +436,7 @@ def _check_storable(packages_root: Path, package_id: str, paths: Sequence[str]) 
 
 
 def _encrypt_source(tmp: Path, src: SourceFile, key: bytes, package_id: str, content_digest: str,
-                    chunk_size: int, durable: bool) -> PackageFile:
+                    chunk_size: int) -> PackageFile:
     target = tmp / ciphertext_relpath(src.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     ad = associated_data(package_id, src.path, content_digest)
@@ -447,20 +456,14 @@ def _encrypt_source(tmp: Path, src: SourceFile, key: bytes, package_id: str, con
                 raise IntegrityError(
                     f"{src.path}: sha256 {plain_sha} ({result.plaintext_size} bytes) does not match "
                     f"manifest {src.sha256} ({src.size} bytes)")
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
     return PackageFile(path=src.path, sha256=plain_sha, size=result.plaintext_size,
                        ciphertext_sha256=result.ciphertext_sha256, ciphertext_size=result.ciphertext_size,
                        kind=src.kind)
 
 
-def _write_new(path: Path, data: bytes, durable: bool) -> None:
+def _write_new(path: Path, data: bytes) -> None:
     with open(path, "xb") as fh:
         fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
 
 
 def sources_from_directory(root: str | os.PathLike) -> list[SourceFile]:
