@@ -222,6 +222,12 @@ def analyse(
     seeds |= {k for fnd in dups if fnd.check == "duplicate_label_conflict" for k in fnd.suspects}
     seeds |= {s.key for s in s_ok if not s.boxes}
     findings += check_triggers(s_ok, f_ok, groups, seeds, config, names)
+    if config.backbone_enabled:
+        # Optional: a pinned detection model's features; it does not feed the trigger seeds, so the
+        # other checks report the same with it on or off.
+        from secure_data.poisoning.spectral import check_feature_outliers
+
+        findings += check_feature_outliers(root, s_ok, config, names)
 
     drift_results: list[dict] = []
     if reference is not None:
