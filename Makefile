@@ -1,5 +1,5 @@
 # secure-data: two set-up commands.
-#   make demo [SOURCE=<yolo dataset dir>]   run the whole chain end to end
+#   make demo [SOURCE=<yolo dataset dir>] [CONF='<json params>']   run the whole chain end to end
 #   make test                                run the whole test suite
 # Both create a project-local virtualenv (.venv) on first use and reuse it afterwards.
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py $(if $(SOURCE),--source "$(SOURCE)")
+	$(BIN)/python scripts/demo.py $(if $(SOURCE),--source "$(SOURCE)") $(if $(CONF),--conf '$(CONF)')
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

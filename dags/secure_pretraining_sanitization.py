@@ -159,6 +159,12 @@ with DAG(
         "trigger_policy": _policy("quarantine", "Trigger patches", "BadNets-style patches correlated with labels."),
         "outlier_policy": _policy("warn", "Box statistics outliers", "Per-class robust outliers."),
         "drift_policy": _policy("warn", "Drift vs reference", "Class balance / box statistics drift."),
+        "backbone_check": Param(False, type="boolean", title="Backbone feature check (spectral signatures)",
+                                description="Also screen boxes in the feature space of the detector model above "
+                                            "(a .pt trained on this domain; it is loaded only if its SHA-256 "
+                                            "matches). Finds re-classed objects; costs a second pass over the "
+                                            "images.", section="Checks and policies"),
+        "backbone_policy": _policy("warn", "Backbone feature outliers", "What a feature-space outlier does."),
         "residual_policy": Param("quarantine", type="string", enum=["quarantine", "fail"],
                                  title="Residual detections after obfuscation",
                                  description="An image still showing a protected class after re-obfuscation.",
@@ -194,6 +200,10 @@ with DAG(
             "trigger_policy": "{{ params.trigger_policy }}",
             "outlier_policy": "{{ params.outlier_policy }}",
             "drift_policy": "{{ params.drift_policy }}",
+            "backbone_model": "{{ params.model_path if params.backbone_check else None }}",
+            "backbone_model_sha256": "{{ params.model_sha256 if params.backbone_check else None }}",
+            "backbone_device": "{{ params.device }}",
+            "backbone_policy": "{{ params.backbone_policy }}",
         },
     )
 

@@ -36,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO_ROOT / "out" / "demo"),
                         help="output folder (default: out/demo; each run gets a timestamped subfolder)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for both DAG runs")
+    parser.add_argument("--conf", default="{}", type=json.loads,
+                        help='extra DAG params as JSON, e.g. \'{"backbone_check": true, "mode": "pixelate"}\'')
     args = parser.parse_args(argv)
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = Path(args.out) / stamp
     started = time.monotonic()
-    summary = run_demo(workdir, Path(args.source) if args.source else None, timeout=args.timeout,
+    summary = run_demo(workdir, Path(args.source) if args.source else None, timeout=args.timeout, conf=args.conf,
                        log=lambda msg: print(f"[demo] {msg}", flush=True))
     summary["seconds"] = round(time.monotonic() - started, 1)
     latest = Path(args.out) / "latest"

@@ -173,11 +173,11 @@ def collect_summary(stack, run_id: str) -> dict[str, Any]:
 
 
 def run_demo(workdir: Path, source: Path | None = None, *, timeout: float = 1800,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             conf: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """`make demo`: start everything, run the chain once, stop everything."""
     with DemoServices(workdir=workdir, log=log) as services:
         src = source or make_demo_dataset(workdir / "dataset")
         log(f"dataset: {src}")
-        summary = run_chain(services, src, timeout=timeout)
+        summary = run_chain(services, src, conf=conf, timeout=timeout)
         summary["workdir"] = str(workdir)
         return summary
