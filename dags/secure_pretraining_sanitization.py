@@ -11,6 +11,7 @@ import os
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, task
 
+from secure_data import settings
 from secure_data.assets import PACKAGE_ASSET
 from secure_data.operators.anonymize import AnonymizeMergeOperator, AnonymizeOperator
 from secure_data.operators.handoff import PackageOperator
@@ -233,8 +234,11 @@ with DAG(
         "batch_size": "{{ params.batch_size }}",
         "residual_policy": "{{ params.residual_policy }}",
     }
+    # GPU routing: on CeleryExecutor / KubernetesExecutor the anonymization shards go to the GPU workers'
+    # queue and pool (docker/docker-compose.yaml sets SECURE_DATA_GPU_QUEUE=gpu); LocalExecutor ignores queues.
     anonymize = AnonymizeOperator.partial(
-        task_id="anonymize", upstream=poisoning.output, config=anonymize_config, pool="default_pool",
+        task_id="anonymize", upstream=poisoning.output, config=anonymize_config,
+        queue=settings.gpu_queue(), pool=settings.gpu_pool(),
     ).expand_kwargs(shards)
 
     merged = AnonymizeMergeOperator(

@@ -41,3 +41,15 @@ def report_url(dag_id: str, run_id: str) -> str:
     from urllib.parse import quote
 
     return f"/secure-data/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/"
+
+
+def gpu_queue() -> str:
+    """Executor queue of the anonymization (GPU) tasks: ``SECURE_DATA_GPU_QUEUE``, else Airflow's
+    ``[operators] default_queue`` ("default"). Celery GPU workers listen on it (``--queues gpu``)."""
+    return os.environ.get("SECURE_DATA_GPU_QUEUE") or os.environ.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE") or "default"
+
+
+def gpu_pool() -> str:
+    """Pool of the anonymization tasks (``SECURE_DATA_GPU_POOL``, else ``default_pool``): size it to the
+    number of GPUs so shards never oversubscribe them."""
+    return os.environ.get("SECURE_DATA_GPU_POOL") or "default_pool"
