@@ -160,3 +160,25 @@ def test_residual_policies(tmp_path, demo_model, make_upstream):
     layout2 = RunLayout.for_run(tmp_path / "out", "dag", "fail")
     with pytest.raises(ResidualDetectionError, match="still show a protected class"):
         run_anonymize_shard(make_upstream(root, layout2), layout2, config=failing)
+
+
+def test_progress_is_logged_with_counts_rate_and_eta(dataset, engine, caplog):
+    import logging
+    import re
+
+    root, layout, up = dataset
+    with caplog.at_level(logging.INFO, logger="secure_data.anonymize"):
+        result = run_anonymize_shard(up, layout, config=engine.config, engine=engine, progress_interval_s=0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("anonymize shard 1/1:")]
+    total = result["counts"]["images"]
+    # one line per durable batch of 4, the last one at total/total
+    assert len(lines) == -(-total // engine.config.batch_size), lines
+    done = [int(re.search(r": (\d+)/(\d+) images", line).group(1)) for line in lines]
+    assert done == sorted(done) and done[-1] == total
+    assert all(re.search(r"\d+\.\d images/s, ETA ", line) for line in lines)
+    assert lines[-1].endswith("ETA 0 s")
+
+    caplog.clear()  # a re-run finds everything done: one line, all from the earlier try
+    with caplog.at_level(logging.INFO, logger="secure_data.anonymize"):
+        run_anonymize_shard(up, layout, config=engine.config, engine=engine, progress_interval_s=0)
+    assert not [r for r in caplog.records if r.getMessage().startswith("anonymize shard 1/1:")]

@@ -40,6 +40,7 @@ from secure_data.anonymize.audit import (
     write_canonical,
 )
 from secure_data.anonymize.config import AnonymizeConfig
+from secure_data.anonymize.progress import Progress
 from secure_data.anonymize.turns import CpuTurns
 from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text
 from secure_data.dataset.layout import UnsafePathError, safe_relpath
@@ -271,10 +272,12 @@ def run_anonymize_shard(
     shard_index: int = 0,
     shard_count: int = 1,
     engine=None,
+    progress_interval_s: float = 5.0,
 ) -> dict[str, Any]:
     """Anonymize shard ``shard_index`` of ``shard_count``; resumable. Returns a JSON-able shard result.
 
     ``engine``: an :class:`~secure_data.anonymize.engine.AnonymizeEngine` to reuse (models stay loaded).
+    Progress (done/total, images/s, ETA) is logged at most every ``progress_interval_s`` seconds.
     """
     from secure_data.anonymize.engine import AnonymizeEngine
 
@@ -295,6 +298,8 @@ def run_anonymize_shard(
         batches = [records[i:i + size] for i in range(0, len(records), size)]
         todo = [b for b in batches if any(r.path not in done for r in b)]
         processed = sum(1 for b in todo for r in b if r.path not in done)
+        progress = Progress(f"anonymize shard {shard_index + 1}/{shard_count}", total=len(records),
+                            already=len(records) - processed, interval_s=progress_interval_s)
         decode_turns = engine.turns if engine.device_type == "cpu" else None
         with ThreadPoolExecutor(config.read_workers, thread_name_prefix="anon-read") as readers, \
                 ThreadPoolExecutor(config.write_workers, thread_name_prefix="anon-write") as writers, \
@@ -313,10 +318,10 @@ def run_anonymize_shard(
                     prefetch(todo[k + config.prefetch_batches])
                 futures = _process_batch(engine, paths, loaded, done, writers)
                 if uncommitted is not None:  # write-behind: batch k-1 is made durable while k computes
-                    audit.commit([f.result() for f in uncommitted])
+                    _commit(audit, uncommitted, progress)
                 uncommitted = futures
             if uncommitted is not None:
-                audit.commit([f.result() for f in uncommitted])
+                _commit(audit, uncommitted, progress)
         elapsed = time.perf_counter() - started
         final = latest_by_path(read_audit_lines(audit_path), engine.params_sha256)
         missing = [r.path for r in records if r.path not in final]
@@ -340,6 +345,12 @@ def run_anonymize_shard(
             f"shard {shard_index}/{shard_count}: {result['counts']['quarantined_residual']} image(s) still show a "
             f"protected class after {config.max_passes} re-obfuscation pass(es) (quarantined; see {audit_path})")
     return result
+
+
+def _commit(audit: AuditWriter, futures: list[Future], progress: Progress) -> None:
+    lines = [f.result() for f in futures]
+    audit.commit(lines)
+    progress.add(len(lines))
 
 
 def _audit_counts(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
