@@ -59,6 +59,7 @@ with DAG(
     dag_id="secure_pretraining_sanitization",
     description="Vault preflight -> integrity -> poisoning -> GPU anonymization -> encrypted, signed hand-off",
     doc_md=DOC_MD,
+    access_control=settings.access_control("SECURE_DATA_SANITIZER_ROLE"),
     schedule=_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import DAG, Param
 
+from secure_data import settings
 from secure_data.assets import PACKAGE_ASSET
 from secure_data.operators.handoff import PackageConsumerOperator
 
@@ -96,6 +97,7 @@ with DAG(
     dag_id="secure_training",
     description="Verify, decrypt (private scratch) and train on a sanitized secure-data package",
     doc_md=DOC_MD,
+    access_control=settings.access_control("SECURE_DATA_TRAINER_ROLE"),
     schedule=[PACKAGE_ASSET],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

@@ -53,3 +53,26 @@ def gpu_pool() -> str:
     """Pool of the anonymization tasks (``SECURE_DATA_GPU_POOL``, else ``default_pool``): size it to the
     number of GPUs so shards never oversubscribe them."""
     return os.environ.get("SECURE_DATA_GPU_POOL") or "default_pool"
+
+
+# DAG-level access control (enforced by auth managers that support it, e.g. the FAB auth manager).
+_RUNNER = {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+_READER = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
+
+
+def access_control(runner_role_env: str) -> dict[str, dict[str, set[str]]] | None:
+    """``access_control`` for a DAG: the role named by ``runner_role_env`` may trigger it and read its
+    runs; ``SECURE_DATA_VIEWER_ROLE`` may only read runs (and so the run reports, which the plugin
+    serves to whoever may read the DAG's runs). ``None`` (no DAG-level grants) when neither is set.
+
+    ``SECURE_DATA_SANITIZER_ROLE`` for the sanitization DAG, ``SECURE_DATA_TRAINER_ROLE`` for the
+    training DAG; see docs/access-control.md.
+    """
+    grants: dict[str, dict[str, set[str]]] = {}
+    viewer = os.environ.get("SECURE_DATA_VIEWER_ROLE", "").strip()
+    runner = os.environ.get(runner_role_env, "").strip()
+    if viewer:
+        grants[viewer] = {k: set(v) for k, v in _READER.items()}
+    if runner:
+        grants[runner] = {k: set(v) for k, v in _RUNNER.items()}
+    return grants or None

@@ -115,3 +115,37 @@ def test_plugin_serves_reports_and_refuses_path_escape(run_with_stages, monkeypa
     assert client.get(f"{base}/other-run/").status_code == 404
     escape = client.get(f"{base}/manual__2026-11-27T00:00:00/..%2F..%2Fintegrity%2Fmanifest.jsonl")
     assert escape.status_code == 404
+
+
+def test_report_readers_and_triggerers_are_separated_by_auth_manager_roles(run_with_stages, monkeypatch,
+                                                                           airflow_home, tmp_path):
+    """The simple auth manager (roles viewer < user < op < admin, no per-DAG grants): a viewer may read
+    a run's report but not trigger the DAG; an anonymous caller may do neither."""
+    import json
+
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    layout, stages, _ = run_with_stages
+    build_report(layout, stages, dag_id="secure_pretraining_sanitization", run_id="manual__2026-11-27T00:00:00")
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"reader": "reader-pw-1", "runner": "runner-pw-2"}))
+    monkeypatch.setenv("SECURE_DATA_OUTPUT_ROOT", str(layout.root.parents[1]))
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "reader:viewer,runner:user")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    client = TestClient(create_app())
+
+    def token(user: str, password: str) -> dict[str, str]:
+        resp = client.post("/auth/token", json={"username": user, "password": password})
+        assert resp.status_code in (200, 201), resp.text
+        return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+    report = "/secure-data/reports/secure_pretraining_sanitization/manual__2026-11-27T00:00:00/"
+    trigger = "/api/v2/dags/secure_pretraining_sanitization/dagRuns"
+    assert client.get(report).status_code in (401, 403)
+    reader, runner = token("reader", "reader-pw-1"), token("runner", "runner-pw-2")
+    assert client.get(report, headers=reader).status_code == 200
+    assert client.post(trigger, json={"logical_date": None}, headers=reader).status_code == 403
+    # a "user" passes the authorization check (the DAG is not in this test's DB: 404, not 403)
+    assert client.post(trigger, json={"logical_date": None}, headers=runner).status_code == 404
