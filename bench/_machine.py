@@ -14,3 +14,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def print_header(title: str, script: str, argv: list[str]) -> None:
+    """Title, UTC date, machine (CPUs, model, load) and the command, as every bench result starts."""
+    import datetime
+    import os
+
+    load = os.getloadavg()
+    print(f"# {title}")
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
+          f"{cpu_name()} | load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} | python {platform.python_version()}")
+    print(f"command: python {script} {' '.join(argv)}".rstrip())

@@ -22,10 +22,8 @@ calls, fsync, hashing and the scratch copy.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from _machine import print_header  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
@@ -318,13 +316,8 @@ def main() -> int:
 
         shutil.rmtree(work, ignore_errors=True)
 
-    load = os.getloadavg()
-    print("# secure-data hand-off crypto benchmark")
-    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
-          f"{cpu_name()} | load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"python {platform.python_version()}, cryptography {_version('cryptography')}")
-    print(f"command: python bench/handoff_crypto.py {' '.join(sys.argv[1:])}".rstrip())
+    print_header("secure-data hand-off crypto benchmark", "bench/handoff_crypto.py", sys.argv[1:])
+    print(f"cryptography {_version('cryptography')}")
     print()
     for op, title in (("enc", "encrypt"), ("dec", "decrypt")):
         print(f"\n{title} (MB/s of plaintext; ratio = streaming AEAD / raw AES-GCM one call)\n")

@@ -17,10 +17,8 @@ Expectations, manifest) in a fresh subprocess; wall time and that process's peak
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from _machine import print_header  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
@@ -153,12 +151,7 @@ def main() -> int:
         scaled = None if args.skip_scale else scale(work, args.images, args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    load = os.getloadavg()
-    print("# integrity at scale")
-    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"machine: {platform.node()} | {os.cpu_count()} CPUs | {cpu_name()} | load avg {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f} | python {platform.python_version()}")
-    print(f"command: python bench/integrity_scale.py {' '.join(sys.argv[1:])}".rstrip())
+    print_header("integrity at scale", "bench/integrity_scale.py", sys.argv[1:])
     if hashed:
         mb = hashed["mb_s"]
         print(f"\nhashing {hashed['files']} files x {args.hash_size / 1e6:g} MB (page cache warm), MB/s, best of "
