@@ -155,3 +155,14 @@ def test_a_path_too_long_for_the_mirror_is_refused_not_copied(dataset, layout_fa
     records = _records(run_integrity(f"file://{dataset}", layout, config=CFG))
     assert records[rel].status == "quarantined" and records[rel].reasons[0].code == "path_too_long"
     assert not any(p.name.startswith("mmm") for p in (layout.root / "source").rglob("*"))
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 5000])
+def test_read_once_keeps_bytes_up_to_the_limit_and_hashes_everything(tmp_path, size):
+    from secure_data.integrity.files import read_once
+
+    blob = os.urandom(size)
+    (tmp_path / "f.bin").write_bytes(blob)
+    data, sha, got = read_once(tmp_path, "f.bin", 1000)
+    assert sha == hashlib.sha256(blob).hexdigest() and got == size
+    assert data == (blob if size <= 1000 else None)

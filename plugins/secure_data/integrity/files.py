@@ -162,9 +162,15 @@ def read_once(root: Path, rel: str, limit: int) -> tuple[bytes | None, str, int]
     path = resolve_inside(root, rel)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise IsADirectoryError(f"{rel} is not a regular file")
-        data = fh.read(limit + 1)
+        # Ask for the file's own size (+1 to see EOF), not for ``limit``: read(n) allocates n bytes up
+        # front, and 64 MiB per small file was most of the stage's peak memory and an mmap per read.
+        want = min(info.st_size, limit) + 1
+        data = fh.read(want)
+        if len(data) == want and want <= limit:  # the file grew since fstat: read on up to the limit
+            data += fh.read(limit + 1 - want)
         if len(data) <= limit:
             return data, hashlib.sha256(data).hexdigest(), len(data)
         digest = hashlib.sha256(data)
