@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from secure_data.anonymize import AnonymizeConfig, DetectorSpec, run_anonymize_shard
 from secure_data.anonymize.audit import read_audit_lines
 from secure_data.dataset.manifest import sha256_hex
 from secure_data.dataset.stage import RunLayout
-from secure_data.testing.airflow_env import REPO_ROOT
 from secure_data.testing.datasets import make_yolo_dataset
+from secure_data.testing.processes import python_env, sigkill_when
 
 CHILD = """
 import json, sys
@@ -42,23 +39,11 @@ def test_sigkill_then_resume_gives_the_same_outputs(tmp_path, demo_model, make_u
     killed = RunLayout.for_run(tmp_path / "out", "dag", "killed")
     up = make_upstream(root, killed)
     audit = killed.stage("anonymize") / "shards" / "00000-of-00001" / "audit.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
     args = json.dumps({"upstream": up.to_xcom(), "layout": str(killed.root), "config": config.to_dict()})
-    child = subprocess.Popen([sys.executable, "-c", CHILD, args], env=env, stdout=subprocess.DEVNULL,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, args], env=python_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            if audit.exists() and audit.read_bytes().count(b"\n") >= 12:  # three batches made durable
-                break
-            time.sleep(0.01)
-        assert child.poll() is None, f"child ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    sigkill_when(child, lambda: audit.exists() and audit.read_bytes().count(b"\n") >= 12,
+                 what="three durable batches (12 audit lines)", poll=0.01)
     done_before = len(read_audit_lines(audit))
     assert 12 <= done_before < n_images, done_before
     assert not (audit.parent / "result.json").exists()

@@ -180,37 +180,23 @@ def test_a_handoff_killed_mid_build_leaves_nothing_once_the_retry_published(open
     too (e.g. remove ``.<package id>.*.partial`` siblings before building: the id is derived from
     dag, run and input, so only an earlier try of the same task can have written them)."""
     import json
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from secure_data.handoff.package import build_package, sources_from_directory, verify_package
-    from secure_data.testing.airflow_env import REPO_ROOT
+    from secure_data.testing.processes import python_env, sigkill_when
     from secure_data.testing.vault_fixtures import bootstrap_test_vault
     from secure_data.vault.keyservice import VaultKeyService
 
     creds = bootstrap_test_vault(openbao).role("sanitizer")
     root, marker, package_id = tmp_path / "packages", tmp_path / "marker", "killed-0123456789abcdef01234567"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", _BUILD_CHILD], stdin=subprocess.PIPE, env=env,
+    child = subprocess.Popen([sys.executable, "-c", _BUILD_CHILD], stdin=subprocess.PIPE, env=python_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     child.stdin.write(json.dumps({"url": openbao.url, "role_id": creds.role_id, "secret_id": creds.secret_id,
                                   "dataset": str(small_dataset), "root": str(root), "marker": str(marker),
                                   "package_id": package_id}).encode())
     child.stdin.close()
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), f"the build never started: {child.stderr.read().decode()[-2000:]}"
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    sigkill_when(child, marker.exists, what="the build start")
     assert faults.partial_files(root), "the kill left no temporary folder: the test did not hit the build"
     assert not (root / package_id).exists()  # nothing half-written was published
 

@@ -279,20 +279,9 @@ class VaultSession:
             self._client = None
             raise VaultTokenError(url=self.url, identity=self.identity,
                                   reason="token is expired, revoked or invalid (lookup-self denied)") from exc
-        except hvac.exceptions.VaultDown as exc:
-            raise VaultSealedError(url=self.url) from exc
-        except hvac.exceptions.InternalServerError as exc:
-            if "max TTL" not in str(exc):
-                raise
-            # Renewed right up to the max TTL: stop renewing; the next call after expiry logs in again.
-            self._renew_at = None
-            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
-            return
         except Exception as exc:
-            mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            self._token_call_failed(exc)  # raises, except at the max TTL
+            return None
         role_name = (data.get("meta") or {}).get("role_name")
         if role_name and self.auth_type == "approle":
             self.identity = f"AppRole '{role_name}'"
@@ -301,6 +290,25 @@ class VaultSession:
         self._facts = TokenFacts(identity=self.identity, policies=tuple(data.get("policies") or ()), ttl=ttl,
                                  renewable=renewable, role_name=role_name)
         self._set_deadlines(ttl, renewable, increment=int(data.get("creation_ttl") or ttl))
+
+    def _token_call_failed(self, exc: Exception) -> None:
+        """lookup-self / renew-self failed other than Forbidden: a sealed server and transport errors
+        become our errors; a token renewed right up to its max TTL just stops renewing (returns), and
+        the next call after expiry logs in again."""
+        import hvac.exceptions
+
+        if isinstance(exc, hvac.exceptions.VaultDown):
+            raise VaultSealedError(url=self.url) from exc
+        if isinstance(exc, hvac.exceptions.InternalServerError):
+            if "max TTL" not in str(exc):
+                raise exc
+            self._renew_at = None
+            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
+            return
+        mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
+        if mapped is None:
+            raise exc
+        raise mapped from exc
 
     def _set_deadlines(self, ttl: int, renewable: bool, *, increment: int) -> None:
         now = time.monotonic()
@@ -327,20 +335,9 @@ class VaultSession:
             log.info("Vault token for %s is gone; logging in again", self.identity)
             self._login()
             return
-        except hvac.exceptions.VaultDown as exc:
-            raise VaultSealedError(url=self.url) from exc
-        except hvac.exceptions.InternalServerError as exc:
-            if "max TTL" not in str(exc):
-                raise
-            # Renewed right up to the max TTL: stop renewing; the next call after expiry logs in again.
-            self._renew_at = None
-            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
-            return
         except Exception as exc:
-            mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            self._token_call_failed(exc)  # raises, except at the max TTL
+            return None
         lease = int(resp["auth"]["lease_duration"])
         self.renewals += 1
         # Capped by the token's max TTL: renewing further only shrinks the lease, so stop
@@ -466,20 +463,9 @@ class VaultSession:
             client.auth.token.lookup_self()
         except hvac.exceptions.Forbidden:
             return False
-        except hvac.exceptions.VaultDown as exc:
-            raise VaultSealedError(url=self.url) from exc
-        except hvac.exceptions.InternalServerError as exc:
-            if "max TTL" not in str(exc):
-                raise
-            # Renewed right up to the max TTL: stop renewing; the next call after expiry logs in again.
-            self._renew_at = None
-            log.info("Vault token for %s is at its max TTL; a new login follows expiry", self.identity)
-            return
         except Exception as exc:
-            mapped = _map_transport(exc, url=self.url, attempts=self.retries + 1)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            self._token_call_failed(exc)  # raises, except at the max TTL
+            return None
         return True
 
     def _permission_error(self, path: str, op: str) -> VaultPermissionError:
