@@ -23,6 +23,7 @@ from secure_data.dataset.layout import DATA_YAML, resolve_inside
 from secure_data.dataset.manifest import FileRecord, Manifest, read_manifest, verified_read
 from secure_data.dataset.stage import StageResult
 from secure_data.handoff import remote, stream
+from secure_data.handoff.attest import AttestationSigner
 from secure_data.handoff.keyservice import KeyService
 from secure_data.handoff.package import (
     PackageError,
@@ -91,6 +92,7 @@ def package_stage(
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
     storage_options: Mapping[str, Any] | None = None,
     staging_dir: str | os.PathLike | None = None,
+    attestation_signer: AttestationSigner | None = None,
 ) -> PackageInfo:
     """Package the accepted files of ``stage``; reuse an already published package of the same id and input.
 
@@ -108,19 +110,20 @@ def package_stage(
     if remote.is_remote(packages_root):
         return _package_remote(str(packages_root), sources, key_service, name=name, upstream=upstream,
                                package_id=package_id, chunk_size=chunk_size, storage_options=storage_options,
-                               staging_dir=staging_dir)
+                               staging_dir=staging_dir, attestation_signer=attestation_signer)
     if package_id is not None:
         existing = Path(packages_root) / package_id
         if existing.exists():
             return _reuse(existing, key_service, upstream)
     return build_package(packages_root, sources, key_service, name=name, upstream=upstream,
-                         package_id=package_id, chunk_size=chunk_size)
+                         package_id=package_id, chunk_size=chunk_size, attestation_signer=attestation_signer)
 
 
 def _package_remote(packages_root: str, sources: Sequence[SourceFile], key_service: KeyService, *, name: str,
                     upstream: Mapping[str, str], package_id: str | None, chunk_size: int,
                     storage_options: Mapping[str, Any] | None,
-                    staging_dir: str | os.PathLike | None) -> PackageInfo:
+                    staging_dir: str | os.PathLike | None,
+                    attestation_signer: AttestationSigner | None = None) -> PackageInfo:
     if staging_dir is not None:
         Path(staging_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="secure-data-package-", dir=staging_dir) as staging:
@@ -131,7 +134,8 @@ def _package_remote(packages_root: str, sources: Sequence[SourceFile], key_servi
             info = _reuse(local, key_service, upstream)
         else:
             info = build_package(staging, sources, key_service, name=name, upstream=upstream,
-                                 package_id=package_id, chunk_size=chunk_size)
+                                 package_id=package_id, chunk_size=chunk_size,
+                                 attestation_signer=attestation_signer)
             remote.publish_package(Path(staging) / info.package_id, packages_root, storage_options)
     return replace(info, uri=remote.join(packages_root, info.package_id))
 

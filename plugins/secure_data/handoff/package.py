@@ -6,6 +6,8 @@ A package is one directory, published atomically (complete or absent)::
         header.json        unsigned envelope: wrapped data key + key version, manifest digest, signature
         manifest.jsonl     the signed manifest (canonical JSON Lines, see below)
         data/<path>.enc    one streaming-AEAD ciphertext per file (``secure_data.handoff.stream``)
+        model.sig          OpenSSF model_signing signature of manifest.jsonl and every data/ file
+                           (``secure_data.handoff.attest``; verifiable with ``model_signing verify key``)
 
 ``manifest.jsonl``: line 1 is the header object (schema, package id, name, upstream
 manifest digests, AEAD parameters, data-key name, ``content_digest``, counts), then one
@@ -46,7 +48,7 @@ from secure_data.dataset.atomic import (
 )
 from secure_data.dataset.layout import PATH_MAX, UnsafePathError, fits_under, safe_relpath
 from secure_data.dataset.manifest import IntegrityError, canonical_json, digest_of
-from secure_data.handoff import stream
+from secure_data.handoff import attest, stream
 from secure_data.handoff.keyservice import KeyService
 
 HEADER_FILE = "header.json"
@@ -259,13 +261,15 @@ class PackageInfo:
     key_version: int
     counts: Mapping[str, int]
     upstream: Mapping[str, str]
+    # Which signing-key versions signed it (non-secret): {"manifest": {...}, "model_signing": {...}}.
+    signatures: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "package_uri": self.uri, "package_id": self.package_id, "name": self.name,
             "manifest_digest": self.manifest_digest, "content_digest": self.content_digest,
             "key_name": self.key_name, "key_version": self.key_version,
-            "counts": dict(self.counts), "upstream": dict(self.upstream),
+            "counts": dict(self.counts), "upstream": dict(self.upstream), "signatures": dict(self.signatures),
         }
 
 
@@ -350,11 +354,13 @@ def build_package(
     package_id: str | None = None,
     chunk_size: int = stream.DEFAULT_CHUNK_SIZE,
     durable: bool = True,
+    attestation_signer: attest.AttestationSigner | None = None,
 ) -> PackageInfo:
     """Encrypt ``sources`` under a fresh data key, sign the manifest, publish ``<root>/<package_id>``.
 
     The directory appears complete (rename) or not at all. Any error, including a
     source whose bytes differ from its recorded sha256, aborts the whole package.
+    With ``attestation_signer`` the package also gets ``model.sig`` (OpenSSF model_signing).
     """
     package_id = check_package_id(package_id or new_package_id(name))
     upstream = {str(k): str(v) for k, v in (upstream or {}).items()}
@@ -393,6 +399,14 @@ def build_package(
                                    signature=signature, data_key=wrapped)
             _write_new(tmp / MANIFEST_FILE, manifest_bytes)
             _write_new(tmp / HEADER_FILE, header.encode())
+            signatures: dict[str, Any] = {"manifest": _signature_facts(signature)}
+            if attestation_signer is not None:
+                # Over the bytes just written: the manifest, and every ciphertext by its recorded digest.
+                files = [(MANIFEST_FILE, manifest_digest.removeprefix("sha256:"))]
+                files += [(ciphertext_relpath(r.path), r.ciphertext_sha256) for r in records]
+                sig = attest.write_package_signature(tmp, files, attestation_signer, name=package_id,
+                                                     unsigned=[HEADER_FILE])
+                signatures["model_signing"] = model_signature_facts(sig)
             if durable:  # every byte on disk before the rename publishes the package
                 fsync_tree(tmp)
     finally:
@@ -401,8 +415,27 @@ def build_package(
     return PackageInfo(
         uri=package_uri(final), package_id=package_id, name=name, manifest_digest=manifest_digest,
         content_digest=content_digest, key_name=wrapped.key_name, key_version=wrapped.key_version,
-        counts=manifest.counts(), upstream=upstream,
+        counts=manifest.counts(), upstream=upstream, signatures=signatures,
     )
+
+
+def _signature_facts(signature: str) -> dict[str, Any]:
+    """The Transit key version of our own manifest signature (``vault:v<N>:...``)."""
+    match = _WRAPPED_VERSION.match(signature)
+    return {"key_version": int(match.group(1)) if match else None}
+
+
+def model_signature_facts(path: str | os.PathLike) -> dict[str, Any]:
+    """Non-secret facts of a ``model.sig``: file, its digest, and the key version its keyid names (unverified)."""
+    raw = _read_regular(Path(path))
+    facts: dict[str, Any] = {"file": attest.SIGNATURE_FILE, "digest": digest_of(raw)}
+    try:
+        keyid = json.loads(raw)["dsseEnvelope"]["signatures"][0]["keyid"]
+        _, name, version = keyid.rsplit(":", 2)
+        facts.update(key_name=name, key_version=int(version.lstrip("v")))
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
+    return facts
 
 
 def _check_paths(paths: Sequence[str]) -> None:
@@ -516,11 +549,14 @@ class VerifiedPackage:
         return self.header.package_id
 
     def info(self) -> PackageInfo:
+        signatures: dict[str, Any] = {"manifest": _signature_facts(self.header.signature)}
+        if (self.root / attest.SIGNATURE_FILE).is_file():
+            signatures["model_signing"] = model_signature_facts(self.root / attest.SIGNATURE_FILE)
         return PackageInfo(
             uri=package_uri(self.root), package_id=self.package_id, name=self.manifest.name,
             manifest_digest=self.header.manifest_digest, content_digest=self.manifest.content_digest,
             key_name=self.header.data_key.key_name, key_version=self.header.data_key.key_version,
-            counts=self.manifest.counts(), upstream=self.manifest.upstream,
+            counts=self.manifest.counts(), upstream=self.manifest.upstream, signatures=signatures,
         )
 
 
@@ -592,7 +628,7 @@ def check_file_set(verified: VerifiedPackage) -> None:
     found: set[str] = set()
     for entry in _walk(root):
         rel = entry.relative_to(root).as_posix()
-        if rel in (HEADER_FILE, MANIFEST_FILE):
+        if rel in (HEADER_FILE, MANIFEST_FILE, attest.SIGNATURE_FILE):
             continue
         if entry.is_symlink() or not entry.is_file():
             raise PackageIntegrityError(rel, "not a regular file (symlink or special file) in the package")

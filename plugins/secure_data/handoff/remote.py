@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from secure_data.dataset.layout import UnsafePathError, safe_relpath
+from secure_data.handoff.attest import SIGNATURE_FILE
 from secure_data.handoff.package import (
     DATA_DIR,
     HEADER_FILE,
@@ -79,7 +80,8 @@ def publish_package(local_dir: str | os.PathLike, packages_root_uri: str,
     if fs.exists(join(root, HEADER_FILE)):
         raise PackageExistsError(f"package {package_id!r} is already published at {uri}; packages are immutable")
     data = sorted(p for p in (local_dir / DATA_DIR).rglob("*") if p.is_file())
-    for path in [*data, local_dir / MANIFEST_FILE]:
+    signature = [local_dir / SIGNATURE_FILE] if (local_dir / SIGNATURE_FILE).is_file() else []  # model_signing
+    for path in [*data, local_dir / MANIFEST_FILE, *signature]:
         fs.put_file(str(path), join(root, path.relative_to(local_dir).as_posix()))
     fs.put_file(str(local_dir / HEADER_FILE), join(root, HEADER_FILE))  # the commit point
     return uri

@@ -49,6 +49,8 @@ class PackageOperator(BaseOperator):
     :param package_name: dataset name; prefix of the package id.
     :param data_key: Transit key that wraps the data key. :param signing_key: Transit ed25519 key.
     :param chunk_size: plaintext bytes per AEAD segment.
+    :param attestation_key: Transit ECDSA key that signs ``model.sig`` (OpenSSF model_signing) and the run's
+        provenance statement; None: neither is written.
 
     Emits one Asset event on every ``Asset`` in ``outlets`` (default ``[PACKAGE_ASSET]``) with
     ``extra`` = package_uri, package_id, name, manifest_digest, content_digest, counts, key_name,
@@ -73,6 +75,7 @@ class PackageOperator(BaseOperator):
         package_name: str = "sanitized",
         data_key: str = DEFAULT_DATA_KEY,
         signing_key: str = DEFAULT_SIGNING_KEY,
+        attestation_key: str | None = "secure-data-attestation",
         chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -88,6 +91,7 @@ class PackageOperator(BaseOperator):
         self.data_key = data_key
         self.signing_key = signing_key
         self.chunk_size = chunk_size
+        self.attestation_key = attestation_key
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import Asset
@@ -110,10 +114,13 @@ class PackageOperator(BaseOperator):
             self.vault_conn_id, optional(self.storage_secret) or settings.package_storage_secret(), self.log)
         key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
                                                    signing_key=self.signing_key)
+        from secure_data.handoff.attest import transit_signer
+
+        attestation = transit_signer(key_service, self.attestation_key)  # model.sig (OpenSSF model_signing)
         info = package_stage(
             stage, packages_root, key_service, name=self.package_name,
             package_id=derived_package_id(self.package_name, dag_id, run_id, stage.manifest_digest),
-            lineage=lineage, chunk_size=self.chunk_size or stream.DEFAULT_CHUNK_SIZE,
+            lineage=lineage, chunk_size=self.chunk_size or stream.DEFAULT_CHUNK_SIZE, attestation_signer=attestation,
             storage_options=storage_options, staging_dir=layout.stage("handoff"),
         )
         self.log.info("Published package %s (%d files, manifest %s, data key %s v%d) at %s",

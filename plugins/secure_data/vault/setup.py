@@ -41,6 +41,9 @@ DEFAULT_DATA_KEY = "secure-data-datakey"
 DEFAULT_SIGNING_KEY = "secure-data-signing"
 DATA_KEY_TYPE = "aes256-gcm96"
 SIGNING_KEY_TYPE = "ed25519"
+# ECDSA key for the OpenSSF model_signing signature and the provenance statement (secure_data.handoff.attest).
+DEFAULT_ATTESTATION_KEY = "secure-data-attestation"
+ATTESTATION_KEY_TYPE = "ecdsa-p256"
 DEFAULT_DATASET_PREFIX = "secure-data/datasets"
 DEFAULT_TRAINING_PREFIX = "secure-data/training"
 # Login lifetimes (Vault duration strings). Named without "token" so the secret linter stays quiet.
@@ -152,6 +155,7 @@ def render_policy(role: str, **names: str) -> str:
         "transit_mount": DEFAULT_TRANSIT_MOUNT,
         "data_key": DEFAULT_DATA_KEY,
         "signing_key": DEFAULT_SIGNING_KEY,
+        "attestation_key": DEFAULT_ATTESTATION_KEY,
         "dataset_prefix": DEFAULT_DATASET_PREFIX,
         "training_prefix": DEFAULT_TRAINING_PREFIX,
     }
@@ -266,6 +270,7 @@ def bootstrap(
     approle_mount: str = DEFAULT_APPROLE_MOUNT,
     data_key: str = DEFAULT_DATA_KEY,
     signing_key: str = DEFAULT_SIGNING_KEY,
+    attestation_key: str = DEFAULT_ATTESTATION_KEY,
     dataset_prefix: str = DEFAULT_DATASET_PREFIX,
     training_prefix: str = DEFAULT_TRAINING_PREFIX,
     secrets: Mapping[str, Mapping[str, Any]] | None = None,
@@ -284,13 +289,14 @@ def bootstrap(
 
     client = hvac.Client(url=url, token=root_token, namespace=namespace, verify=verify)
     names = dict(kv_mount=kv_mount, transit_mount=transit_mount, data_key=data_key, signing_key=signing_key,
-                 dataset_prefix=dataset_prefix, training_prefix=training_prefix)
+                 attestation_key=attestation_key, dataset_prefix=dataset_prefix, training_prefix=training_prefix)
     rendered = {role: render_policy(role, **names) for role in ROLES}  # validates names before any write
 
     _ensure_mount(client, kv_mount, "kv", options={"version": "2"})
     _ensure_mount(client, transit_mount, "transit")
     _ensure_transit_key(client, transit_mount, data_key, DATA_KEY_TYPE)
     _ensure_transit_key(client, transit_mount, signing_key, SIGNING_KEY_TYPE)
+    _ensure_transit_key(client, transit_mount, attestation_key, ATTESTATION_KEY_TYPE)
 
     for role, hcl in rendered.items():
         client.sys.create_or_update_policy(name=policy_name(role), policy=hcl)
@@ -323,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transit-mount", default=DEFAULT_TRANSIT_MOUNT)
     parser.add_argument("--data-key", default=DEFAULT_DATA_KEY)
     parser.add_argument("--signing-key", default=DEFAULT_SIGNING_KEY)
+    parser.add_argument("--attestation-key", default=DEFAULT_ATTESTATION_KEY)
     parser.add_argument("--dataset-prefix", default=DEFAULT_DATASET_PREFIX)
     parser.add_argument("--training-prefix", default=DEFAULT_TRAINING_PREFIX)
     parser.add_argument("--namespace", default=None)
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = dict(kv_mount=args.kv_mount, transit_mount=args.transit_mount, data_key=args.data_key,
-                 signing_key=args.signing_key, dataset_prefix=args.dataset_prefix,
+                 signing_key=args.signing_key, attestation_key=args.attestation_key, dataset_prefix=args.dataset_prefix,
                  training_prefix=args.training_prefix)
     if args.render_policies:
         out = Path(args.render_policies)

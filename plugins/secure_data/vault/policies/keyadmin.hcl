@@ -12,6 +12,14 @@ path "${transit_mount}/keys/${signing_key}/rotate" {
   capabilities = ["update"]
 }
 
+path "${transit_mount}/keys/${attestation_key}/rotate" {
+  capabilities = ["update"]
+}
+
+path "${transit_mount}/keys/${attestation_key}" {
+  capabilities = ["read"]
+}
+
 path "${transit_mount}/rewrap/${data_key}" {
   capabilities = ["update"]
 }

@@ -34,6 +34,15 @@ path "${transit_mount}/keys/${data_key}" {
   capabilities = ["read"]
 }
 
+# The ECDSA attestation key: model_signing signature of each package and the run's provenance statement.
+path "${transit_mount}/sign/${attestation_key}" {
+  capabilities = ["update"]
+}
+
+path "${transit_mount}/keys/${attestation_key}" {
+  capabilities = ["read"]
+}
+
 path "${transit_mount}/keys/${signing_key}" {
   capabilities = ["read"]
 }

@@ -24,6 +24,15 @@ path "${transit_mount}/keys/${signing_key}" {
   capabilities = ["read"]
 }
 
+# The attestation key's public key (model_signing / provenance verification); never its signing path.
+path "${transit_mount}/keys/${attestation_key}" {
+  capabilities = ["read"]
+}
+
+path "${transit_mount}/sign/${attestation_key}" {
+  capabilities = ["deny"]
+}
+
 # Explicit deny: a trainer that could sign could forge a "sanitized" package; one that
 # could create data keys could encrypt data of its own choosing. Exact paths as well as
 # globs, because a grant on an exact path beats a deny on a glob (see sanitizer.hcl).
