@@ -108,7 +108,7 @@ def test_operator_publishes_a_package_and_leaks_nothing(airflow_home, sanitizer_
     assert len(rows) == 1
     event = json.loads(rows[0][0])
     assert set(event) == {"package_uri", "package_id", "name", "manifest_digest", "content_digest", "counts",
-                          "key_name", "key_version"}
+                          "key_name", "key_version", "provenance_uri", "provenance_digest"}
     assert event["package_id"] == root.name and event["key_name"] == "secure-data-datakey"
 
     # The trainer gets back exactly the accepted files.

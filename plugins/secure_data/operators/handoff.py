@@ -126,7 +126,13 @@ class PackageOperator(BaseOperator):
         self.log.info("Published package %s (%d files, manifest %s, data key %s v%d) at %s",
                       info.package_id, info.counts["files"], info.manifest_digest, info.key_name,
                       info.key_version, info.uri)
-        event = {k: v for k, v in info.to_dict().items() if k in EVENT_KEYS}
+        from secure_data.handoff.provenance import provenance_for_run
+
+        dag_run = context.get("dag_run")
+        provenance = provenance_for_run(  # <run>/provenance.intoto.jsonl, signed; {} without attestation key
+            layout.root, package=info, stages=[*lineage, stage], signer=attestation, dag_id=dag_id, run_id=run_id,
+            started_on=dag_run.start_date.isoformat() if getattr(dag_run, "start_date", None) else None)
+        event = {k: v for k, v in {**info.to_dict(), **provenance}.items() if k in EVENT_KEYS}
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = dict(event)
@@ -135,7 +141,7 @@ class PackageOperator(BaseOperator):
         root = info.uri.rstrip("/") if remote.is_remote(info.uri) else str(package_path(info.uri))
         return StageResult(
             stage="handoff", manifest_path=f"{root}/{MANIFEST_FILE}", manifest_digest=info.manifest_digest,
-            counts=dict(info.counts), data_root=root, extra=info.to_dict(),
+            counts=dict(info.counts), data_root=root, extra={**info.to_dict(), **provenance},
         ).to_xcom()
 
 
