@@ -1,7 +1,9 @@
 """Airflow 3 UI integration: serve run reports from the API server and link them from runs and tasks.
 
-* a FastAPI app at ``/secure-data`` that serves ``<output root>/<dag>/<run>/report/**`` (path-checked);
-* an external view on every DAG run ("Sanitization report") that opens it;
+* a FastAPI app at ``/secure-data`` that serves ``<output root>/<dag>/<run>/report/**`` (ids and paths
+  checked, no script allowed to run: report/serve.py), and a readable page where there is no report (yet);
+* an external view on DAG runs ("Sanitization report") that opens it (Airflow shows plugin views on every
+  DAG's runs: on a DAG without a report task the page says so);
 * the ``RunReportLink`` extra link on the report task.
 """
 
@@ -15,10 +17,11 @@ from secure_data.operators.links import RunReportLink
 def _create_app():
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
-    from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.responses import FileResponse, HTMLResponse
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import FileResponse, HTMLResponse, Response
 
     from secure_data.dataset.stage import RunLayout
+    from secure_data.report import serve
     from secure_data.settings import output_root
 
     # Airflow does not authenticate plugin apps: a report (quarantine table, file paths, thumbnails) is
@@ -26,20 +29,55 @@ def _create_app():
     app = FastAPI(title="secure-data reports",
                   dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
 
-    def _report_file(dag_id: str, run_id: str, relpath: str):
-        base = RunLayout.for_run(output_root(), dag_id, run_id).report.resolve()
-        target = (base / (relpath or "index.html")).resolve()
-        if not target.is_relative_to(base):
-            raise HTTPException(status_code=404, detail="not found")
-        if target.is_dir():
-            target = target / "index.html"
-        if not target.is_file():
-            raise HTTPException(status_code=404, detail=f"no report for {dag_id} / {run_id} (yet)")
-        return FileResponse(target)
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        for name, value in serve.SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def _state(dag_id: str, run_id: str) -> HTMLResponse:
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            page = _state_page(dag_id, run_id, session)
+        return HTMLResponse(page.html(dag_id, run_id), status_code=page.status,
+                            headers={"Content-Security-Policy": serve.STATE_PAGE_CSP})
+
+    def _state_page(dag_id: str, run_id: str, session) -> serve.StatePage:
+        from airflow.models.dag import DagModel
+        from airflow.models.dagrun import DagRun
+        from airflow.models.serialized_dag import SerializedDagModel
+        from sqlalchemy import select
+
+        dag_exists = session.scalar(select(DagModel.dag_id).where(DagModel.dag_id == dag_id)) is not None
+        dag = SerializedDagModel.get_dag(dag_id, session=session) if dag_exists else None
+        writes_report = dag is not None and any(
+            t.task_type == "SanitizationReportOperator" for t in dag.tasks)
+        run_state = session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        return serve.state_page(dag_exists=dag_exists, writes_report=writes_report,
+                                run_state=str(run_state) if run_state is not None else None)
+
+    def _refused(reason: str) -> Response:
+        return Response(f"refused: {reason}\n", status_code=404, media_type="text/plain; charset=utf-8")
+
+    def _report_file(dag_id: str, run_id: str, relpath: str) -> Response:
+        try:
+            serve.check_dag_id(dag_id)
+            serve.check_run_id(run_id)
+            base = RunLayout.for_run(output_root(), dag_id, run_id).report
+            target = serve.report_file(base, relpath)
+        except serve.BadRequest as exc:
+            return _refused(str(exc))
+        if target is None:
+            if relpath in ("", "index.html"):
+                return _state(dag_id, run_id)
+            return _refused("no such report file")
+        return FileResponse(target, media_type=serve.MEDIA_TYPES[target.suffix.lower()])
 
     @app.get("/reports/{dag_id}/{run_id}/", response_class=HTMLResponse)
     def report_index(dag_id: str, run_id: str):
-        return _report_file(dag_id, run_id, "index.html")
+        return _report_file(dag_id, run_id, "")
 
     @app.get("/reports/{dag_id}/{run_id}/{relpath:path}")
     def report_asset(dag_id: str, run_id: str, relpath: str):

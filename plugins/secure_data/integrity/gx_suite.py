@@ -70,6 +70,8 @@ def _ephemeral_context(docs_dir: Path):
         ProgressBarsConfig,
     )
 
+    from secure_data.report import gx_view
+
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
         analytics_enabled=False,  # no phoning home from a security pipeline
@@ -79,7 +81,9 @@ def _ephemeral_context(docs_dir: Path):
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                # Self-contained pages that run no script (a file name is supplier data): report/gx_view.py.
+                "site_section_builders": gx_view.SITE_SECTION_BUILDERS,
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": gx_view.SITE_INDEX_VIEW},
             }
         },
     )
