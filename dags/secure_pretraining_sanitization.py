@@ -13,20 +13,38 @@ from airflow.sdk import DAG, Param, TriggerRule, task
 
 from secure_data import settings
 from secure_data.assets import PACKAGE_ASSET
-from secure_data.operators.anonymize import AnonymizeMergeOperator, AnonymizeOperator
 from secure_data.operators.handoff import PackageOperator
 from secure_data.operators.integrity import IntegrityOperator
-from secure_data.operators.poisoning import PoisoningOperator
+from secure_data.operators.policy import (
+    PolicyAnonymizeMergeOperator,
+    PolicyAnonymizeOperator,
+    PolicyCheckOperator,
+    PolicyPoisoningOperator,
+)
 from secure_data.operators.preflight import VaultPreflightOperator
 from secure_data.operators.report import SanitizationReportOperator
+from secure_data.policy import load_policy
+from secure_data.policy.anchors import sanitizer_vault_conn_id
 
-POLICY = ["fail", "warn", "quarantine"]
+ACTIONS = ["fail", "warn", "quarantine"]
 POLICY_DISPLAY = {"fail": "Fail the run", "warn": "Warn and keep the sample", "quarantine": "Quarantine the sample"}
 
 
 def _policy(default: str, title: str, description: str) -> Param:
-    return Param(default, type="string", enum=POLICY, values_display=POLICY_DISPLAY, title=title,
+    return Param(default, type="string", enum=ACTIONS, values_display=POLICY_DISPLAY, title=title,
                  description=description, section="Checks and policies")
+
+
+# The deployment policy (SECURE_DATA_POLICY_FILE, else the built-in one) bounds the trigger form: a value
+# weaker than the policy is refused by the API at trigger time. The workers re-read their own policy and
+# refuse it again at execute time (a form is a convenience, not the enforcement).
+POLICY = load_policy()
+_POLICY_NOTE = f" Deployment policy {POLICY.name} ({POLICY.digest[:19]}…) bounds this value: runs may only tighten it."
+
+
+def _contains_all(names) -> dict:
+    """JSON Schema: the array must contain every one of ``names`` (the policy's protected classes)."""
+    return {"allOf": [{"contains": {"const": name}} for name in names]} if names else {}
 
 
 def _schedule() -> str | None:
@@ -66,7 +84,8 @@ with DAG(
     max_active_runs=4,
     render_template_as_native_obj=True,
     tags=["secure-data", "sanitization"],
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=10), "retry_exponential_backoff": True},
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=10), "retry_exponential_backoff": True,
+                  "queue": settings.sanitize_queue()},
     params={
         # --- Source -----------------------------------------------------------------------------------------
         "source": Param(
@@ -77,8 +96,14 @@ with DAG(
         ),
         "reference_manifest": Param(
             None, type=["null", "string"], title="Reference manifest (last trusted)",
-            description="manifest.jsonl of the last trusted run: added, removed and modified files are reported.",
+            description="manifest.jsonl of the last trusted run: added, removed and modified files are reported. "
+                        "Requires its digest (below).",
             section="Source",
+        ),
+        "reference_digest": Param(
+            None, type=["null", "string"], pattern="^sha256:[0-9a-f]{64}$", title="Reference manifest digest",
+            description="sha256:<hex> of the reference manifest (the manifest_digest of that run's integrity "
+                        "XCom); required with a reference manifest.", section="Source",
         ),
         "storage_secret": Param(
             None, type=["null", "string"], title="Storage credentials (Vault KV path)",
@@ -86,37 +111,23 @@ with DAG(
                         "credentials of the source. Read at run time, masked, never stored.",
             section="Source",
         ),
-        "vault_conn_id": Param(
-            "vault_sanitizer", type="string", title="Vault connection (sanitizer identity)",
-            description="Airflow connection of the sanitizer AppRole: reads dataset credentials, creates data keys, "
-                        "signs; may not decrypt.", section="Source",
-        ),
         # --- Anonymization ----------------------------------------------------------------------------------
-        "model_path": Param(
-            os.environ.get("SECURE_DATA_MODEL_PATH", ""), type="string", title="Detector model",
-            description="Ultralytics detection model (.pt, .onnx or .engine).", section="Anonymization",
-        ),
-        "model_sha256": Param(
-            os.environ.get("SECURE_DATA_MODEL_SHA256", "0" * 64), type="string", pattern="^[0-9a-f]{64}$",
-            title="Pinned SHA-256 of the model", description="The model is loaded only if its SHA-256 matches "
-            "(a .pt file is a pickle: never load an unpinned one).", section="Anonymization",
-        ),
-        "face_model_path": Param(
-            os.environ.get("SECURE_DATA_FACE_MODEL_PATH", ""), type="string", title="Face model (CenterFace ONNX)",
-            description="Optional independent face detector used for detection (class 'face') and verification. "
-                        "Empty: not used.", section="Anonymization",
-        ),
-        "face_model_sha256": Param(
-            os.environ.get("SECURE_DATA_FACE_MODEL_SHA256", ""), type="string", pattern="^([0-9a-f]{64})?$",
-            title="Pinned SHA-256 of the face model", section="Anonymization",
-        ),
+        # No model parameters: the models and their SHA-256 pins come from the deployment policy only.
         "classes": Param(
-            ["face", "plate"], type="array", items={"type": "string", "minLength": 1}, minItems=1,
-            title="Classes to obfuscate", description="Detector class names whose boxes are made unrecognizable.",
+            list(POLICY.classes), type="array", items={"type": "string", "minLength": 1}, minItems=1,
+            **_contains_all(POLICY.classes),
+            title="Classes to obfuscate", description="Detector class names whose boxes are made unrecognizable. "
+                                                      "You may add classes, not remove the policy's." + _POLICY_NOTE,
+            section="Anonymization",
+        ),
+        "label_classes": Param(
+            list(POLICY.label_classes), type="array", items={"type": "string", "minLength": 1},
+            **_contains_all(POLICY.label_classes), title="Protected label classes",
+            description="Label class names whose labelled boxes are obfuscated too." + _POLICY_NOTE,
             section="Anonymization",
         ),
         "mode": Param(
-            "blur", type="string", enum=["blur", "pixelate", "fill"],
+            POLICY.modes[0], type="string", enum=list(POLICY.modes),
             values_display={"blur": "Gaussian blur scaled to the box (default)", "pixelate": "Pixelate",
                             "fill": "Solid fill"},
             title="Obfuscation mode",
@@ -126,18 +137,27 @@ with DAG(
         ),
         "shape": Param("rectangle", type="string", enum=["rectangle", "ellipse"], title="Obfuscation shape",
                        section="Anonymization"),
-        "box_padding": Param(0.15, type="number", minimum=0, maximum=1, title="Box padding",
-                             description="Grow each box by this fraction of its size before obfuscating.",
-                             section="Anonymization"),
-        "confidence": Param(0.25, type="number", minimum=0.01, maximum=1, title="Detection confidence",
-                            section="Anonymization"),
-        "verify_confidence": Param(0.10, type="number", minimum=0.01, maximum=1, title="Verification confidence",
-                                   description="Lower threshold for the re-detection on the output.",
+        "box_padding": Param(max(0.15, POLICY.padding), type="number", minimum=POLICY.padding, maximum=1,
+                             title="Box padding", description="Grow each box by this fraction of its size before "
+                                                              "obfuscating." + _POLICY_NOTE, section="Anonymization"),
+        "confidence": Param(POLICY.conf, type="number", minimum=0.01, maximum=POLICY.conf,
+                            title="Detection confidence", description="Detection threshold: lower finds more."
+                            + _POLICY_NOTE, section="Anonymization"),
+        "verify_confidence": Param(POLICY.verify_conf, type="number", minimum=0.01, maximum=POLICY.verify_conf,
+                                   title="Verification confidence",
+                                   description="Lower threshold for the re-detection on the output." + _POLICY_NOTE,
                                    section="Anonymization"),
-        "max_passes": Param(2, type="integer", minimum=0, maximum=8, title="Re-obfuscation passes",
+        "max_passes": Param(POLICY.max_passes, type="integer", minimum=POLICY.max_passes,
+                            maximum=max(8, POLICY.max_passes), title="Re-obfuscation passes",
                             description="How many times a residual detection is obfuscated again (over a growing "
-                                        "area) before the image is quarantined.", section="Anonymization"),
-        "imgsz": Param(640, type="integer", minimum=32, maximum=4096, multipleOf=32, title="Inference size (px)",
+                                        "area) before the image is quarantined." + _POLICY_NOTE,
+                            section="Anonymization"),
+        "min_face_px": Param(POLICY.min_face_px, type=["null", "integer"], minimum=1,
+                             **({"maximum": POLICY.min_face_px} if POLICY.min_face_px else {}),
+                             title="Smallest face to find (px)", description="Empty: the policy's value."
+                             + _POLICY_NOTE, section="Anonymization"),
+        "imgsz": Param(max(640, POLICY.imgsz), type="integer", minimum=POLICY.imgsz, maximum=4096, multipleOf=32,
+                       title="Inference size (px)", description="Smaller misses small faces." + _POLICY_NOTE,
                        section="Anonymization"),
         "device": Param("auto", type="string", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", title="Device",
                         description="auto, cpu, cuda or cuda:N", section="Anonymization"),
@@ -162,19 +182,45 @@ with DAG(
         "outlier_policy": _policy("warn", "Box statistics outliers", "Per-class robust outliers."),
         "drift_policy": _policy("warn", "Drift vs reference", "Class balance / box statistics drift."),
         "backbone_check": Param(False, type="boolean", title="Backbone feature check (spectral signatures)",
-                                description="Also screen boxes in the feature space of the detector model above "
-                                            "(a .pt trained on this domain; it is loaded only if its SHA-256 "
-                                            "matches). Finds re-classed objects; costs a second pass over the "
+                                description="Also screen boxes in the feature space of the deployment policy's "
+                                            "detector (a .pt trained on this domain; it is loaded only if its "
+                                            "SHA-256 matches the policy's pin). Finds re-classed objects; costs a second pass over the "
                                             "images.", section="Checks and policies"),
         "backbone_policy": _policy("warn", "Backbone feature outliers", "What a feature-space outlier does."),
-        "residual_policy": Param("quarantine", type="string", enum=["quarantine", "fail"],
+        "residual_policy": Param(POLICY.residual_policy, type="string",
+                                 enum=["quarantine", "fail"][["quarantine", "fail"].index(POLICY.residual_policy):],
                                  title="Residual detections after obfuscation",
-                                 description="An image still showing a protected class after re-obfuscation.",
-                                 section="Checks and policies"),
+                                 description="An image still showing a protected class after re-obfuscation."
+                                             + _POLICY_NOTE, section="Checks and policies"),
+        "on_residual": Param(POLICY.on_residual, type="string",
+                             enum=["reobfuscate", "quarantine"][["reobfuscate", "quarantine"].index(POLICY.on_residual):],
+                             title="First answer to a residual detection",
+                             description="reobfuscate (then quarantine if still found) or quarantine at once."
+                                         + _POLICY_NOTE, section="Checks and policies"),
     },
 ) as dag:
+    # What the run asks of the anonymize stage; every task that acts on it re-checks it against its
+    # worker's deployment policy (secure_data.operators.policy) and uses the policy's models only.
+    policy_request = {
+        "classes": "{{ params.classes }}",
+        "label_classes": "{{ params.label_classes }}",
+        "mode": "{{ params.mode }}",
+        "shape": "{{ params.shape }}",
+        "box_padding": "{{ params.box_padding }}",
+        "confidence": "{{ params.confidence }}",
+        "verify_confidence": "{{ params.verify_confidence }}",
+        "max_passes": "{{ params.max_passes }}",
+        "min_face_px": "{{ params.min_face_px }}",
+        "imgsz": "{{ params.imgsz }}",
+        "device": "{{ params.device }}",
+        "batch_size": "{{ params.batch_size }}",
+        "residual_policy": "{{ params.residual_policy }}",
+        "on_residual": "{{ params.on_residual }}",
+    }
+    policy_check = PolicyCheckOperator(task_id="policy", policy_request=policy_request)
+
     preflight = VaultPreflightOperator(
-        task_id="preflight", vault_conn_id="{{ params.vault_conn_id }}",
+        task_id="preflight", vault_conn_id=sanitizer_vault_conn_id(),
         secret_paths="{{ [params.storage_secret] if params.storage_secret else [] }}",  # noqa: S106 (a KV path)
     )
 
@@ -182,8 +228,9 @@ with DAG(
         task_id="integrity",
         source="{{ params.source }}",
         reference_manifest="{{ params.reference_manifest }}",
+        reference_digest="{{ params.reference_digest }}",
         storage_secret="{{ params.storage_secret }}",  # noqa: S106 (a KV path, not a secret)
-        vault_conn_id="{{ params.vault_conn_id }}",
+        vault_conn_id=sanitizer_vault_conn_id(),
         config={
             "max_pixels": "{{ params.max_pixels }}",
             "background_images": "{{ params.background_images }}",
@@ -192,18 +239,18 @@ with DAG(
         },
     )
 
-    poisoning = PoisoningOperator(
+    poisoning = PolicyPoisoningOperator(
         task_id="poisoning",
         upstream=integrity.output,
         reference_manifest="{{ params.reference_manifest }}",
+        reference_digest="{{ params.reference_digest }}",
+        backbone_check="{{ params.backbone_check }}",
         config={
             "duplicates_policy": "{{ params.duplicates_policy }}",
             "leakage_policy": "{{ params.leakage_policy }}",
             "trigger_policy": "{{ params.trigger_policy }}",
             "outlier_policy": "{{ params.outlier_policy }}",
             "drift_policy": "{{ params.drift_policy }}",
-            "backbone_model": "{{ params.model_path if params.backbone_check else None }}",
-            "backbone_model_sha256": "{{ params.model_sha256 if params.backbone_check else None }}",
             "backbone_device": "{{ params.device }}",
             "backbone_policy": "{{ params.backbone_policy }}",
         },
@@ -218,38 +265,21 @@ with DAG(
 
     shards = plan_shards(poisoning.output, "{{ params.shard_size }}")
 
-    anonymize_config = {
-        "model_path": "{{ params.model_path }}",
-        "model_sha256": "{{ params.model_sha256 }}",
-        "face_model_path": "{{ params.face_model_path }}",
-        "face_model_sha256": "{{ params.face_model_sha256 }}",
-        "classes": "{{ params.classes }}",
-        "mode": "{{ params.mode }}",
-        "shape": "{{ params.shape }}",
-        "box_padding": "{{ params.box_padding }}",
-        "confidence": "{{ params.confidence }}",
-        "verify_confidence": "{{ params.verify_confidence }}",
-        "max_passes": "{{ params.max_passes }}",
-        "imgsz": "{{ params.imgsz }}",
-        "device": "{{ params.device }}",
-        "batch_size": "{{ params.batch_size }}",
-        "residual_policy": "{{ params.residual_policy }}",
-    }
     # GPU routing: on CeleryExecutor / KubernetesExecutor the anonymization shards go to the GPU workers'
     # queue and pool (docker/docker-compose.yaml sets SECURE_DATA_GPU_QUEUE=gpu); LocalExecutor ignores queues.
-    anonymize = AnonymizeOperator.partial(
-        task_id="anonymize", upstream=poisoning.output, config=anonymize_config,
+    anonymize = PolicyAnonymizeOperator.partial(
+        task_id="anonymize", upstream=poisoning.output, policy_request=policy_request,
         queue=settings.gpu_queue(), pool=settings.gpu_pool(),
     ).expand_kwargs(shards)
 
-    merged = AnonymizeMergeOperator(
+    merged = PolicyAnonymizeMergeOperator(
         task_id="anonymize_merge", upstream=poisoning.output, shard_results=anonymize.output,
-        config=anonymize_config,
+        policy_request=policy_request,
     )
 
     handoff = PackageOperator(
         task_id="handoff", upstream=merged.output, upstream_stages=[integrity.output, poisoning.output],
-        vault_conn_id="{{ params.vault_conn_id }}", outlets=[PACKAGE_ASSET],
+        vault_conn_id=sanitizer_vault_conn_id(), outlets=[PACKAGE_ASSET], policy_request=policy_request,
     )
 
     report = SanitizationReportOperator(
@@ -266,6 +296,6 @@ with DAG(
 
         raise AirflowFailException("a stage of this run failed; see the failed task and the run report")
 
-    preflight >> integrity
+    policy_check >> preflight >> integrity
     handoff >> report
     dag.tasks >> watcher()

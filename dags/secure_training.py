@@ -21,6 +21,7 @@ from airflow.sdk import DAG, Param
 from secure_data import settings
 from secure_data.assets import PACKAGE_ASSET
 from secure_data.operators.handoff import PackageConsumerOperator
+from secure_data.policy.anchors import data_key_name, signing_key_name, trainer_vault_conn_id
 
 if TYPE_CHECKING:
     from secure_data.handoff.consumer import OpenedPackage
@@ -86,7 +87,11 @@ Started by every event on the `secure-data://packages/sanitized` Asset (publishe
 
 1. reads the package URI, id and manifest digest from the triggering Asset event
    (manual runs: the `package_uri` parameter);
-2. verifies the Transit ed25519 signature with the **trainer** identity (`vault_conn_id`, default `vault_trainer`);
+2. verifies the Transit ed25519 signature with the **trainer** identity, and that the package was sanitized under
+   a deployment policy on this trainer's allow-list. The trust anchors (Vault connection, signing key, allowed
+   policy digests) come from the trainer worker's deployment configuration
+   (`SECURE_DATA_TRAINER_VAULT_CONN_ID`, `SECURE_DATA_SIGNING_KEY`, `SECURE_DATA_TRAINER_POLICY_DIGESTS`), never
+   from run parameters;
 3. unwraps the data key (Transit decrypt), decrypts into a private scratch directory and checks every file's SHA-256;
 4. trains yolo11n (from `yolo11n.yaml`, offline) and wipes the scratch directory, also on failure.
 
@@ -109,7 +114,6 @@ with DAG(
                              description="file://, a path, or s3://bucket/prefix/<id>; Asset-triggered runs "
                                          "use the event."),
         "package_id": Param(None, type=["null", "string"], title="Expected package id (manual runs)"),
-        "vault_conn_id": Param("vault_trainer", type="string", title="Vault connection (trainer identity)"),
         "epochs": Param(1, type="integer", minimum=1),
         "imgsz": Param(64, type="integer", minimum=32, multipleOf=32),
         "batch": Param(4, type="integer", minimum=1),
@@ -121,7 +125,8 @@ with DAG(
         python_callable=train_yolo,
         package_uri="{{ params.package_uri }}",
         expected_package_id="{{ params.package_id }}",
-        vault_conn_id="{{ params.vault_conn_id }}",
+        vault_conn_id=trainer_vault_conn_id(), signing_key=signing_key_name(), data_key=data_key_name(),
+        allowed_policy_digests="deployment", queue=settings.train_queue(),
         op_kwargs={"epochs": "{{ params.epochs }}", "imgsz": "{{ params.imgsz }}",
                    "batch": "{{ params.batch }}", "device": "{{ params.device }}"},
     )

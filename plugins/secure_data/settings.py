@@ -49,6 +49,21 @@ def gpu_queue() -> str:
     return os.environ.get("SECURE_DATA_GPU_QUEUE") or os.environ.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE") or "default"
 
 
+def sanitize_queue() -> str:
+    """Executor queue of the sanitization tasks that hold the sanitizer identity (preflight, integrity,
+    hand-off...): ``SECURE_DATA_SANITIZE_QUEUE``, else Airflow's default queue. On CeleryExecutor only
+    the sanitize worker (the one with the sanitizer's credentials) listens on it."""
+    return (os.environ.get("SECURE_DATA_SANITIZE_QUEUE") or os.environ.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE")
+            or "default")
+
+
+def train_queue() -> str:
+    """Executor queue of the training task (``SECURE_DATA_TRAIN_QUEUE``, else the default queue): only the
+    trainer worker, the one with the trainer's credentials, listens on it."""
+    return (os.environ.get("SECURE_DATA_TRAIN_QUEUE") or os.environ.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE")
+            or "default")
+
+
 def gpu_pool() -> str:
     """Pool of the anonymization tasks (``SECURE_DATA_GPU_POOL``, else ``default_pool``): size it to the
     number of GPUs so shards never oversubscribe them."""

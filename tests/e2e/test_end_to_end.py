@@ -15,8 +15,8 @@ from secure_data.testing.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make
 pytestmark = pytest.mark.slow
 
 FORM_FIELDS = {
-    "source": "Source", "reference_manifest": "Source", "model_path": "Anonymization",
-    "model_sha256": "Anonymization", "classes": "Anonymization", "mode": "Anonymization",
+    "source": "Source", "reference_manifest": "Source", "reference_digest": "Source",
+    "classes": "Anonymization", "mode": "Anonymization",
     "confidence": "Anonymization", "shard_size": "Anonymization", "duplicates_policy": "Checks and policies",
     "gx_policy": "Checks and policies", "trigger_policy": "Checks and policies",
 }
@@ -53,14 +53,20 @@ def test_trigger_form_exposes_typed_documented_params(services):
         assert schema.get("section") == section, (name, schema)
     assert params["mode"]["schema"]["enum"] == ["blur", "pixelate", "fill"]
     assert params["gx_policy"]["schema"]["enum"] == ["fail", "warn", "quarantine"]
-    assert params["model_sha256"]["schema"]["pattern"] == "^[0-9a-f]{64}$"
+    assert not {"model_path", "model_sha256", "face_model_path", "vault_conn_id"} & set(params)  # deployment only
+    assert params["confidence"]["schema"]["maximum"] == 0.5  # the demo deployment policy's ceiling
     assert details["doc_md"] and "Secure pre-training sanitization" in details["doc_md"]
 
 
 @pytest.mark.parametrize("bad_conf, needle", [
     ({"mode": "smudge"}, "smudge"),
     ({"confidence": 7}, "confidence"),
-    ({"model_sha256": "not-a-digest"}, "model_sha256"),
+    ({"reference_digest": "not-a-digest"}, "reference_digest"),
+    # weaker than the deployment policy (issue 13): refused by the API before a run exists
+    ({"confidence": 0.99}, "0.99 is greater than the maximum of 0.5"),
+    ({"verify_confidence": 0.99}, "verify_confidence"),
+    ({"max_passes": 0}, "max_passes"),
+    ({"classes": ["plate"]}, "classes"),
 ])
 def test_bad_param_is_refused_at_trigger_time_with_a_readable_message(services, bad_conf, needle):
     before = len(services.stack.runs(SANITIZE_DAG))

@@ -23,7 +23,10 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
     for name, value in vault_connection_env(openbao, "trainer").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SECURE_DATA_MODELS_ROOT", str(tmp_path / "models"))
-    info = build_package(tmp_path / "packages", sources_from_directory(small_dataset), sanitizer_ks, name="train")
+    policy = "sha256:" + "e" * 64  # the trainer accepts packages made under this deployment policy only
+    monkeypatch.setenv("SECURE_DATA_TRAINER_POLICY_DIGESTS", policy)
+    info = build_package(tmp_path / "packages", sources_from_directory(small_dataset), sanitizer_ks, name="train",
+                         upstream={"policy": policy})
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "secure_training.py"))
     assert bag.import_errors == {}

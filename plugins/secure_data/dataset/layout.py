@@ -1,6 +1,9 @@
 """The YOLO dataset layout: ``data.yaml`` + ``images/<split>/*`` + ``labels/<split>/*.txt``.
 
-Walking never follows a symlink and never yields a path outside the root.
+Walking never follows a symlink and never yields a path outside the root. Both walking and opening
+go through directory file descriptors (:func:`open_inside`, :func:`iter_tree`): every component is
+opened relative to its parent's descriptor with ``O_NOFOLLOW|O_DIRECTORY``, so swapping a directory
+for a symlink between a check and an open has nothing to win: there is no separate check.
 
 Pairing follows what the trainer does, not what looks reasonable: Ultralytics finds an image's
 label with ``img2label_paths`` (the LAST ``/images/`` of the path becomes ``/labels/``, the
@@ -14,6 +17,7 @@ integrity stage enforces, so later stages never meet such a name.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -42,6 +46,123 @@ RUN_SUBDIR_BUDGET = 32
 
 class UnsafePathError(ValueError):
     """A path that is absolute, climbs out of the dataset root, or passes through a symlink."""
+
+
+class HardLinkError(UnsafePathError):
+    """A regular file with more than one hard link: its bytes may be another file's, anywhere on the
+    filesystem (a link to ``/etc/shadow`` looks like any other file). Never read, never copied."""
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+_LINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)
+
+
+def open_root(root: str | os.PathLike) -> int:
+    """A directory descriptor of the dataset root (the root itself is the deployment's or triggerer's choice)."""
+    return os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+
+
+def open_inside(root: str | os.PathLike | int, relpath: str, flags: int = os.O_RDONLY, *,
+                allow_hard_links: bool = True) -> int:
+    """Open ``relpath`` under ``root`` (a path or a directory descriptor) without following any symlink.
+
+    Each directory is opened relative to its parent's descriptor (``openat`` with ``O_NOFOLLOW|O_DIRECTORY``),
+    the file itself with ``O_NOFOLLOW``: a symlink anywhere on the way, placed there before or during the
+    call, fails with :class:`UnsafePathError`. ``allow_hard_links=False``: a regular file with a link count
+    above one raises :class:`HardLinkError` (checked on the open descriptor). Returns a file descriptor.
+    """
+    pure = safe_relpath(relpath)
+    dfd = open_root(root) if not isinstance(root, int) else os.dup(root)
+    try:
+        for part in pure.parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno in _LINK_ERRNOS:
+                    raise UnsafePathError(f"{relpath!r} passes through a symlink or non-directory at {part!r}") from None
+                raise
+            os.close(dfd)
+            dfd = child
+        try:
+            fd = os.open(pure.parts[-1], flags | _NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(f"{relpath!r} is a symlink (not followed)") from None
+            raise
+    finally:
+        os.close(dfd)
+    if not allow_hard_links:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            os.close(fd)
+            raise HardLinkError(f"{relpath!r} has {info.st_nlink} hard links: its bytes may belong to a file "
+                                "outside the dataset")
+    return fd
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One non-directory entry found by :func:`iter_tree` (or a directory that could not be listed)."""
+
+    relpath: str
+    state: str  # "regular" | "symlink" | "special" | "unreadable_dir"
+    error: str = ""
+
+
+def iter_tree(root: str | os.PathLike) -> Iterator[TreeEntry]:
+    """Every entry under ``root`` (unsorted), listed through directory descriptors.
+
+    A subdirectory is entered with ``openat(parent_fd, name, O_NOFOLLOW|O_DIRECTORY)``: one swapped for a
+    symlink after it was listed is reported as a symlink, never followed. Open descriptors: one per level
+    of the directory currently walked.
+    """
+    root_fd = open_root(root)
+    stack: list[tuple[str, int, Iterator[os.DirEntry]]] = []
+
+    def enter(rel_dir: str, fd: int) -> TreeEntry | None:
+        try:
+            entries = sorted(os.scandir(fd), key=lambda e: e.name)
+        except OSError as exc:
+            os.close(fd)
+            return TreeEntry(rel_dir, "unreadable_dir", f"{type(exc).__name__}: {exc.strerror}")
+        stack.append((rel_dir, fd, iter(entries)))
+        return None
+
+    failed = enter("", root_fd)
+    if failed is not None:
+        yield failed
+    try:
+        while stack:
+            rel_dir, dfd, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                os.close(dfd)
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_symlink():
+                yield TreeEntry(rel, "symlink")
+            elif entry.is_dir(follow_symlinks=False):
+                try:
+                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno in _LINK_ERRNOS:  # swapped for a symlink or a file since it was listed
+                        yield TreeEntry(rel, "symlink")
+                    else:
+                        yield TreeEntry(rel, "unreadable_dir", f"{type(exc).__name__}: {exc.strerror}")
+                    continue
+                failed = enter(rel, child)
+                if failed is not None:
+                    yield failed
+            elif entry.is_file(follow_symlinks=False):
+                yield TreeEntry(rel, "regular")
+            else:
+                yield TreeEntry(rel, "special")
+    finally:
+        for _, dfd, _ in stack:
+            os.close(dfd)
 
 
 @dataclass(frozen=True)
@@ -76,7 +197,10 @@ def safe_relpath(relpath: str) -> PurePosixPath:
 
 
 def resolve_inside(root: str | os.PathLike, relpath: str) -> Path:
-    """Join ``relpath`` to ``root``, refusing symlinks anywhere on the way and escapes."""
+    """Join ``relpath`` to ``root``, refusing symlinks anywhere on the way and escapes.
+
+    A check of the path as it is now: to read or write, use :func:`open_inside`, which leaves no
+    window between the check and the open."""
     base = Path(root)
     pure = safe_relpath(relpath)
     current = base
@@ -167,24 +291,14 @@ def path_length_problem(relpath: str, *, run_root: str | os.PathLike | None = No
 
 
 def walk_dataset(root: str | os.PathLike) -> Iterator[DatasetEntry]:
-    """Yield every entry under ``root`` in sorted order without following symlinks."""
-    base = Path(root)
-    stack = [base]
+    """Yield every entry under ``root`` in sorted order without following symlinks (:func:`iter_tree`)."""
     found: list[DatasetEntry] = []
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as it:
-            for entry in it:
-                rel = Path(entry.path).relative_to(base).as_posix()
-                if entry.is_symlink():
-                    kind, split = classify(rel)
-                    found.append(DatasetEntry(rel, kind, split, is_regular=False, is_symlink=True))
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                else:
-                    kind, split = classify(rel)
-                    regular = entry.is_file(follow_symlinks=False)
-                    found.append(DatasetEntry(rel, kind, split, is_regular=regular, is_symlink=False))
+    for entry in iter_tree(root):
+        if entry.state == "unreadable_dir":
+            raise PermissionError(f"cannot list {entry.relpath or '.'} under {os.fspath(root)}: {entry.error}")
+        kind, split = classify(entry.relpath)
+        found.append(DatasetEntry(entry.relpath, kind, split, is_regular=entry.state == "regular",
+                                  is_symlink=entry.state == "symlink"))
     yield from sorted(found, key=lambda e: e.relpath)
 
 
@@ -200,7 +314,7 @@ def image_stem_key(relpath: str) -> str:
 
 def load_class_names(root: str | os.PathLike) -> list[str]:
     """Class names from ``data.yaml`` (list or {id: name} mapping)."""
-    with open(resolve_inside(root, DATA_YAML), "rb") as fh:
+    with os.fdopen(open_inside(root, DATA_YAML), "rb") as fh:
         return parse_class_names(fh.read())
 
 

@@ -18,7 +18,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from secure_data.dataset.layout import DATA_YAML, UnsafePathError, safe_relpath
 from secure_data.handoff import remote
 from secure_data.handoff.keyservice import KeyService
 from secure_data.handoff.package import (
+    PackageError,
     PackageFormatError,
     PackageInfo,
     check_file_set,
@@ -40,6 +41,11 @@ SHM = Path("/dev/shm")
 TRAINING_YAML = "data.yaml"  # written next to (not inside) the dataset root
 _SPLITS = ("train", "val", "test")
 _HEADROOM = 1.25  # leave room for caches a trainer writes next to the labels
+POLICY_KEY = "policy"  # secure_data.handoff.from_stage.POLICY_KEY: the deployment policy digest in ``upstream``
+
+
+class PackagePolicyError(PackageError):
+    """The package was made under a deployment policy this trainer does not allow (or under none)."""
 
 
 @dataclass(frozen=True)
@@ -72,21 +78,27 @@ def open_package(
     expected_manifest_digest: str | None = None,
     scratch_parent: str | os.PathLike | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    allowed_policy_digests: Collection[str] | None = None,
 ) -> Iterator[OpenedPackage]:
     """Verify, unwrap, decrypt into private scratch, verify every file; wipe on exit.
 
     ``uri``: a local path / ``file://`` URI, or an object-storage URI (``s3://bucket/packages/<id>``;
     ``storage_options`` are fsspec options): its ciphertext is downloaded to a private staging folder
     first and verified exactly like a local package, then the staging folder is removed.
+    ``allowed_policy_digests``: the deployment policy digests this trainer accepts (None: no check);
+    checked on the signed manifest, before the data key is unwrapped.
     """
     if remote.is_remote(uri):
         with _downloaded(str(uri), storage_options) as local, open_package(
                 local, key_service, expected_package_id=expected_package_id,
-                expected_manifest_digest=expected_manifest_digest, scratch_parent=scratch_parent) as opened:
+                expected_manifest_digest=expected_manifest_digest, scratch_parent=scratch_parent,
+                allowed_policy_digests=allowed_policy_digests) as opened:
             yield replace(opened, info=replace(opened.info, uri=str(uri)))
         return
     verified = verify_package(package_path(uri), key_service, expected_package_id=expected_package_id,
                               expected_manifest_digest=expected_manifest_digest)
+    if allowed_policy_digests is not None:
+        check_policy(verified.manifest.upstream, verified.manifest.package_id, allowed_policy_digests)
     check_file_set(verified)  # cheap: refuse added/removed/truncated files before asking Vault for a key
     needed = sum(f.size for f in verified.manifest.files)
     scratch = make_private_scratch(scratch_parent, needed_bytes=needed)
@@ -105,6 +117,21 @@ def open_package(
         yield OpenedPackage(path=dataset, data_yaml=data_yaml, scratch=scratch, info=verified.info())
     finally:
         wipe_scratch(scratch)
+
+
+def check_policy(upstream: Mapping[str, str], package_id: str, allowed: Collection[str]) -> str:
+    """The package's (signed) deployment policy digest, if it is on ``allowed``; else say why not."""
+    digest = upstream.get(POLICY_KEY)
+    if not digest:
+        raise PackagePolicyError(
+            f"package {package_id} records no deployment policy digest (made by a sanitizer without a policy); "
+            "this trainer accepts only packages made under an allowed policy")
+    if digest not in set(allowed):
+        shown = ", ".join(sorted(allowed)) or "nothing"
+        raise PackagePolicyError(
+            f"package {package_id} was sanitized under deployment policy {digest}, which is not on this trainer's "
+            f"allow-list ({shown}; SECURE_DATA_TRAINER_POLICY_DIGESTS): refusing to decrypt it")
+    return digest
 
 
 @contextlib.contextmanager
@@ -207,5 +234,12 @@ def _check_split_path(dataset: Path, split: str, entry: Any) -> None:
     except UnsafePathError:
         raise PackageFormatError(
             f"{DATA_YAML}: {split} path {entry!r} is not a relative path inside the package") from None
-    if not (dataset / entry).exists():
+    target = dataset / entry
+    if not target.exists():
         raise PackageFormatError(f"{DATA_YAML}: {split} path {entry!r} is not in the package")
+    if not target.is_dir() or target.is_symlink():
+        # A list file ("train: list.txt") names images by path, and Ultralytics reads absolute ones
+        # wherever they point on the trainer host: only directories inside the package are accepted.
+        raise PackageFormatError(
+            f"{DATA_YAML}: {split} path {entry!r} is a file (a list of image paths), not a directory of the "
+            "package; list-file splits are refused")

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from secure_data.dataset.layout import DATA_YAML, resolve_inside
-from secure_data.dataset.manifest import FileRecord, Manifest, read_manifest, verified_read
+from secure_data.dataset.manifest import (
+    FileRecord,
+    Manifest,
+    canonical_json,
+    digest_of,
+    read_manifest,
+    verified_read,
+)
 from secure_data.dataset.stage import StageResult
 from secure_data.handoff import remote, stream
 from secure_data.handoff.attest import AttestationSigner
@@ -36,6 +43,12 @@ from secure_data.handoff.package import (
 )
 
 DEFAULT_STREAM_THRESHOLD = 64 << 20  # files above this are streamed instead of read whole
+# The effective deployment policy travels inside the package as a signed file, and its digests in the
+# signed manifest's ``upstream`` map: "policy" (the deployment policy: what trainers allow-list) and
+# "policy.effective" (that policy as tightened by the run).
+POLICY_FILE = "secure-data-policy.json"
+POLICY_KEY = "policy"
+EFFECTIVE_POLICY_KEY = "policy.effective"
 
 
 def upstream_digests(stage: StageResult, lineage: Sequence[StageResult] = ()) -> dict[str, str]:
@@ -72,6 +85,14 @@ def sources_from_manifest(manifest: Manifest, data_root: str | os.PathLike, *,
     return sources
 
 
+def _policy_source(policy: Mapping[str, Any], sources: Sequence[SourceFile]) -> SourceFile:
+    if any(s.path == POLICY_FILE for s in sources):
+        raise PackageFormatError(f"the dataset has a file named {POLICY_FILE!r}, which the package reserves")
+    data = (canonical_json(policy) + "\n").encode("utf-8")
+    return SourceFile(path=POLICY_FILE, sha256=hashlib.sha256(data).hexdigest(), size=len(data), kind="policy",
+                      read=lambda: data)
+
+
 def _stream_opener(root: str | os.PathLike, record: FileRecord) -> Callable[[], BinaryIO]:
     def _open() -> BinaryIO:
         path = resolve_inside(root, record.path)
@@ -92,13 +113,15 @@ def package_stage(
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD,
     storage_options: Mapping[str, Any] | None = None,
     staging_dir: str | os.PathLike | None = None,
+    policy: Mapping[str, Any] | None = None,
     attestation_signer: AttestationSigner | None = None,
 ) -> PackageInfo:
     """Package the accepted files of ``stage``; reuse an already published package of the same id and input.
 
     ``packages_root`` may be an object-storage URI (``s3://bucket/packages``): the package is built
     in ``staging_dir`` (default: the temp dir), uploaded with its header last, and the staging copy
-    removed; ``storage_options`` are fsspec options (credentials).
+    removed; ``storage_options`` are fsspec options (credentials). ``policy``: the effective deployment
+    policy document (``secure_data.policy.effective_document``), signed into the package.
     """
     manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
     sources = sources_from_manifest(manifest, stage.data_root, stream_threshold=stream_threshold)
@@ -107,6 +130,10 @@ def package_stage(
     if not any(s.kind == "image" for s in sources):
         raise PackageFormatError(f"stage {stage.stage!r} has no accepted images: nothing to hand off")
     upstream = upstream_digests(stage, lineage)
+    if policy is not None:
+        sources.append(_policy_source(policy, sources))
+        upstream[POLICY_KEY] = str(policy["policy_digest"])
+        upstream[EFFECTIVE_POLICY_KEY] = digest_of(canonical_json(policy).encode("utf-8"))
     if remote.is_remote(packages_root):
         return _package_remote(str(packages_root), sources, key_service, name=name, upstream=upstream,
                                package_id=package_id, chunk_size=chunk_size, storage_options=storage_options,

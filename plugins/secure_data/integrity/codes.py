@@ -33,6 +33,7 @@ class Finding:
 SYMLINK = "symlink"
 NOT_REGULAR_FILE = "not_regular_file"
 UNSAFE_PATH = "unsafe_path"
+HARD_LINK = "hard_link"  # link count > 1: the bytes may be another file's, anywhere; never read or copied
 PATH_TOO_LONG = "path_too_long"  # name or path too long for the stages after integrity (docs/integrity.md)
 UNREADABLE = "unreadable"
 FILE_TOO_LARGE = "file_too_large"

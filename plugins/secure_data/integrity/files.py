@@ -18,11 +18,13 @@ from urllib.parse import quote
 from secure_data.dataset.layout import (
     DATA_YAML,
     LABEL_SUFFIX,
+    HardLinkError,
     UnsafePathError,
     classify,
+    iter_tree,
     nested_images_problem,
+    open_inside,
     path_length_problem,
-    resolve_inside,
     safe_relpath,
 )
 from secure_data.dataset.manifest import FileRecord
@@ -103,41 +105,26 @@ def escaped_name(rel: str) -> str:
 def list_entries(data_root: Path, mirror: Mirror | None = None) -> list[InputEntry]:
     """Every input file under ``data_root`` (plus a mirror's refused entries), sorted by path.
 
-    Uses ``os.scandir`` without following links: a symlinked directory is one
-    entry (a symlink), never a tree to descend into.
+    Walks through directory descriptors (``secure_data.dataset.layout.iter_tree``) without following
+    links: a symlinked directory is one entry (a symlink), never a tree to descend into, also when it
+    was swapped in after its parent was listed.
     """
     entries: list[InputEntry] = []
-    base = os.fspath(data_root)
-    cut = len(base.rstrip(os.sep)) + 1
-    stack = [base]
-    while stack:
-        directory = stack.pop()
-        try:
-            it = os.scandir(directory)
-        except OSError as exc:
+    states = {"regular": REGULAR, "symlink": SYMLINK, "special": SPECIAL}
+    for found in iter_tree(data_root):
+        rel = found.relpath
+        if found.state == "unreadable_dir":
             # An unreadable directory is reported as one input entry rather than crashing the walk.
-            entries.append(_entry(directory[cut:], UNREADABLE_DIR, fs_name=f"{type(exc).__name__}: {exc.strerror}"))
+            entries.append(_entry(rel, UNREADABLE_DIR, fs_name=found.error))
             continue
-        with it:
-            for de in it:
-                rel = de.path[cut:]  # scandir joins with "/" on POSIX: already a POSIX relative path
-                if de.is_dir(follow_symlinks=False):
-                    stack.append(de.path)
-                    continue
-                if de.is_symlink():
-                    state = SYMLINK
-                elif de.is_file(follow_symlinks=False):
-                    state = REGULAR
-                else:
-                    state = SPECIAL
-                if _representable(rel) is None:
-                    entries.append(_entry(escaped_name(rel) if _has_surrogates(rel) else rel, UNSAFE, fs_name=rel))
-                    continue
-                expected = None
-                if mirror is not None:
-                    known = mirror.files.get(rel)
-                    expected = known.sha256 if known else ""  # "" = not in the mirror index
-                entries.append(_entry(rel, state, expected_sha256=expected))
+        if _representable(rel) is None:
+            entries.append(_entry(escaped_name(rel) if _has_surrogates(rel) else rel, UNSAFE, fs_name=rel))
+            continue
+        expected = None
+        if mirror is not None:
+            known = mirror.files.get(rel)
+            expected = known.sha256 if known else ""  # "" = not in the mirror index
+        entries.append(_entry(rel, states[found.state], expected_sha256=expected))
     if mirror is not None:
         for refused in mirror.refused:
             path = refused.path if _representable(refused.path) else escaped_name(refused.path)
@@ -157,10 +144,11 @@ def _has_surrogates(rel: str) -> bool:
 def read_once(root: Path, rel: str, limit: int) -> tuple[bytes | None, str, int]:
     """Read a regular file once, without following links: (bytes or None if over ``limit``, sha256, size).
 
-    Files over the limit are hashed in chunks and their bytes not kept.
+    Files over the limit are hashed in chunks and their bytes not kept. Opened through directory
+    descriptors (no window between a check and the open); a file with more than one hard link raises
+    :class:`HardLinkError` before a byte is read.
     """
-    path = resolve_inside(root, rel)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    fd = open_inside(root, rel, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), allow_hard_links=False)
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
@@ -179,6 +167,17 @@ def read_once(root: Path, rel: str, limit: int) -> tuple[bytes | None, str, int]
             digest.update(chunk)
             size += len(chunk)
         return None, digest.hexdigest(), size
+
+
+def _readlink_inside(root: Path, rel: str) -> str:
+    """The target of the symlink ``rel``, read relative to its parent's descriptor (never followed)."""
+    parent, _, name = rel.rpartition("/")
+    dfd = open_inside(root, parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if parent else os.open(
+        root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        return os.readlink(name, dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def _not_read(entry: InputEntry, code: str, detail: str, sha256: str = "", size: int = 0) -> FileResult:
@@ -204,6 +203,8 @@ def _too_long(root: Path, entry: InputEntry, problem: str, config: IntegrityConf
     """A file whose path the chain cannot carry: hashed (for the record and the quarantine copy), not checked."""
     try:
         _, sha, size = read_once(root, entry.path, 0)
+    except HardLinkError as exc:
+        return _not_read(entry, codes.HARD_LINK, f"{exc}; also: {problem}")
     except (OSError, UnsafePathError) as exc:
         return _not_read(entry, codes.PATH_TOO_LONG, f"{problem}; unreadable: {type(exc).__name__}: {exc}")
     record = FileRecord(path=entry.path, sha256=sha, size=size, kind=entry.kind, split=entry.split,
@@ -221,7 +222,7 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
     if entry.state == UNSAFE:
         return _not_read(entry, codes.UNSAFE_PATH, "file name is not valid UTF-8 or not a normalised relative path")
     if entry.state == SYMLINK:
-        target = os.fsencode(os.readlink(root / entry.path))
+        target = os.fsencode(_readlink_inside(root, entry.path))
         return _not_read(entry, codes.SYMLINK, "symbolic link (not followed)",
                          hashlib.sha256(target).hexdigest(), len(target))
     if entry.state == UNREADABLE_DIR:
@@ -242,6 +243,8 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
         limit = 0  # other files: hash only, bytes are not needed
     try:
         data, sha, size = read_once(root, entry.path, limit)
+    except HardLinkError as exc:
+        return _not_read(entry, codes.HARD_LINK, f"{exc}; not read, not copied")
     except (OSError, UnsafePathError) as exc:
         return _not_read(entry, codes.UNREADABLE, f"{type(exc).__name__}: {exc}")
 

@@ -116,8 +116,47 @@ def _read_class_names(data_root: Path, entries: list[InputEntry]) -> tuple[FileR
         names = parse_class_names(data)
     except ValueError as exc:
         raise DatasetError(str(exc)) from exc
+    _check_named_splits(_named_splits(data), entries)
     record = FileRecord(path=DATA_YAML, sha256=sha, size=size, kind="meta", meta={"class_names": names})
     return record, names
+
+
+_SPLIT_KEYS = ("train", "val", "test")
+
+
+def _named_splits(data: bytes) -> dict[str, list[str]]:
+    """``{split: [paths]}`` as data.yaml names them (the keys Ultralytics reads)."""
+    import yaml
+
+    doc = yaml.safe_load(data.decode("utf-8")) or {}
+    out: dict[str, list[str]] = {}
+    for key in _SPLIT_KEYS:
+        value = doc.get(key) if isinstance(doc, dict) else None
+        if value is not None:
+            out[key] = [str(v) for v in (value if isinstance(value, list) else [value])]
+    return out
+
+
+def _check_named_splits(splits: Mapping[str, list[str]], entries: list[InputEntry]) -> None:
+    """Before any file is checked: every split data.yaml names is a folder of the dataset holding images.
+
+    A list file (``train: list.txt``) names images by path, absolute ones anywhere on the trainer host:
+    refused. An empty or missing split would only be refused by the trainer, after all the work.
+    """
+    files = {e.path for e in entries}
+    problems = []
+    for split, paths in splits.items():
+        for path in paths:
+            folder = path.strip().removeprefix("./").rstrip("/")
+            if folder in files or folder.lower().endswith(".txt"):
+                problems.append(f"{split}: {path!r} is a list file; list-file splits are refused (name a folder "
+                                "such as images/{split})".replace("{split}", split))
+                continue
+            prefix = f"{folder}/" if folder not in ("", ".") else ""
+            if not any(e.path.startswith(prefix) and e.kind == "image" for e in entries):
+                problems.append(f"{split}: {path!r} holds no images (empty or missing split)")
+    if problems:
+        raise DatasetError(f"{DATA_YAML} names splits the dataset cannot serve: " + "; ".join(problems))
 
 
 def _pairing_findings(results: Mapping[str, FileResult]) -> dict[str, list[Finding]]:
@@ -441,6 +480,10 @@ def _start(source: Any, layout: RunLayout, config: IntegrityConfig | None, refer
     configure_pillow(config.max_pixels)
     workers = config.workers or os.cpu_count() or 1
     # The reference first: a forged or missing reference must fail before any work is done.
+    if reference_manifest and not reference_digest:
+        raise DatasetError(f"reference_manifest {reference_manifest!r} was given without reference_digest: a "
+                           "reference is trusted only against its digest (the manifest_digest of that run's "
+                           "integrity result)")
     reference = read_manifest(reference_manifest, expected_digest=reference_digest) if reference_manifest else None
     layout.stage(STAGE).mkdir(parents=True, exist_ok=True)
     return config, workers, reference, _prepare(source, layout, storage_options, workers)

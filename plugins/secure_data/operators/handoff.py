@@ -51,6 +51,10 @@ class PackageOperator(BaseOperator):
     :param chunk_size: plaintext bytes per AEAD segment.
     :param attestation_key: Transit ECDSA key that signs ``model.sig`` (OpenSSF model_signing) and the run's
         provenance statement; None: neither is written.
+    :param policy_request: the run's anonymize request (DAG params; templated). Given (even ``{}``), the
+        effective deployment policy is re-derived on this worker (``secure_data.operators.policy``) and
+        signed into the package: its digests in the manifest's ``upstream`` (``policy``,
+        ``policy.effective``) and the document as the file ``secure-data-policy.json``.
 
     Emits one Asset event on every ``Asset`` in ``outlets`` (default ``[PACKAGE_ASSET]``) with
     ``extra`` = package_uri, package_id, name, manifest_digest, content_digest, counts, key_name,
@@ -60,7 +64,8 @@ class PackageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("upstream", "upstream_stages", "vault_conn_id", "packages_root",
-                                      "storage_secret", "output_root", "package_name", "data_key", "signing_key")
+                                      "storage_secret", "output_root", "package_name", "data_key", "signing_key",
+                                      "policy_request")
     ui_color = "#e6f4ea"
 
     def __init__(
@@ -77,6 +82,7 @@ class PackageOperator(BaseOperator):
         signing_key: str = DEFAULT_SIGNING_KEY,
         attestation_key: str | None = "secure-data-attestation",
         chunk_size: int | None = None,
+        policy_request: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", [PACKAGE_ASSET])
@@ -92,6 +98,7 @@ class PackageOperator(BaseOperator):
         self.signing_key = signing_key
         self.chunk_size = chunk_size
         self.attestation_key = attestation_key
+        self.policy_request = policy_request
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import Asset
@@ -114,6 +121,11 @@ class PackageOperator(BaseOperator):
             self.vault_conn_id, optional(self.storage_secret) or settings.package_storage_secret(), self.log)
         key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
                                                    signing_key=self.signing_key)
+        policy = None
+        if self.policy_request is not None:
+            from secure_data.operators.policy import package_policy
+
+            policy = package_policy(self.policy_request)
         from secure_data.handoff.attest import transit_signer
 
         attestation = transit_signer(key_service, self.attestation_key)  # model.sig (OpenSSF model_signing)
@@ -121,7 +133,7 @@ class PackageOperator(BaseOperator):
             stage, packages_root, key_service, name=self.package_name,
             package_id=derived_package_id(self.package_name, dag_id, run_id, stage.manifest_digest),
             lineage=lineage, chunk_size=self.chunk_size or stream.DEFAULT_CHUNK_SIZE, attestation_signer=attestation,
-            storage_options=storage_options, staging_dir=layout.stage("handoff"),
+            storage_options=storage_options, staging_dir=layout.stage("handoff"), policy=policy,
         )
         self.log.info("Published package %s (%d files, manifest %s, data key %s v%d) at %s",
                       info.package_id, info.counts["files"], info.manifest_digest, info.key_name,
@@ -207,6 +219,9 @@ class PackageConsumerOperator(BaseOperator):
     :param scratch_parent: where the private scratch directory goes (default /dev/shm, else the temp dir).
     :param storage_secret: KV v2 path (read with ``vault_conn_id``) holding the object-storage credentials
         for packages on ``s3://`` and the like; not needed for local packages.
+    :param allowed_policy_digests: deployment policy digests the package must have been sanitized under
+        (checked on the signed manifest before the key is unwrapped); ``"deployment"``: this worker's
+        ``SECURE_DATA_TRAINER_POLICY_DIGESTS`` (else its own policy's digest); None: not checked.
 
     Returns ``{"package_id", "package_uri", "manifest_digest", "result"}``.
     """
@@ -228,6 +243,7 @@ class PackageConsumerOperator(BaseOperator):
         op_kwargs: Mapping[str, Any] | None = None,
         scratch_parent: str | None = None,
         storage_secret: str | None = None,
+        allowed_policy_digests: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("inlets", [asset])
@@ -244,6 +260,7 @@ class PackageConsumerOperator(BaseOperator):
         self.op_kwargs = dict(op_kwargs or {})
         self.scratch_parent = scratch_parent
         self.storage_secret = storage_secret
+        self.allowed_policy_digests = allowed_policy_digests
 
     def execute(self, context: Context) -> dict[str, Any]:
         from secure_data import settings
@@ -255,8 +272,13 @@ class PackageConsumerOperator(BaseOperator):
         self.log.info("Opening package %s (from %s)", ref.uri, ref.source)
         key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
                                                    signing_key=self.signing_key)
+        allowed = self.allowed_policy_digests
+        if allowed == "deployment":
+            from secure_data.policy.anchors import trainer_policy_digests
+
+            allowed = trainer_policy_digests()
         with open_package(ref.uri, key_service, expected_package_id=ref.package_id,
-                          expected_manifest_digest=ref.manifest_digest,
+                          expected_manifest_digest=ref.manifest_digest, allowed_policy_digests=allowed,
                           scratch_parent=self.scratch_parent or None,
                           storage_options=storage_options_from_vault(
                               self.vault_conn_id, optional(self.storage_secret) or settings.trainer_storage_secret(),

@@ -17,6 +17,34 @@ from typing import Any
 
 SANITIZE_DAG = "secure_pretraining_sanitization"
 TRAIN_DAG = "secure_training"
+# The demo deployment's policy: the built-in one with the floors the demo detector needs (it was trained
+# at 160 px and fires on textures of real photos below these thresholds). Models: the deployment's
+# (SECURE_DATA_MODEL_PATH/_SHA256 and the CenterFace pair, set on the workers below), never run params.
+DEMO_POLICY = """schema: secure-data/deployment-policy/v1
+name: demo
+models: deployment
+classes: [face, plate]
+conf: 0.5
+verify_conf: 0.3
+max_passes: 3
+imgsz: 320
+padding: 0.1
+residual_policy: quarantine
+on_residual: reobfuscate
+"""
+
+
+def model_env(models: dict[str, str]) -> dict[str, str]:
+    """The deployment's model configuration (worker environment) for ``DemoServices.models``."""
+    return {"SECURE_DATA_MODEL_PATH": models["model_path"], "SECURE_DATA_MODEL_SHA256": models["model_sha256"],
+            "SECURE_DATA_FACE_MODEL_PATH": models["face_model_path"],
+            "SECURE_DATA_FACE_MODEL_SHA256": models["face_model_sha256"]}
+
+
+def write_demo_policy(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEMO_POLICY, encoding="utf-8")
+    return path
 
 
 def ultralytics_asset(name: str) -> Path:
@@ -76,6 +104,8 @@ class DemoServices:
             self.models = {"model_path": str(model_path), "model_sha256": model_sha,
                            "face_model_path": str(face_path), "face_model_sha256": face_sha}
             env = {
+                "SECURE_DATA_POLICY_FILE": str(write_demo_policy(self.workdir / "policy.yaml")),
+                **model_env(self.models),
                 "SECURE_DATA_OUTPUT_ROOT": str(self.output_root),
                 "SECURE_DATA_PACKAGE_ROOT": str(self.packages_root),
                 "SECURE_DATA_SCHEDULE": "none",
@@ -123,7 +153,7 @@ def run_chain(services: DemoServices, source: Path, *, conf: dict[str, Any] | No
     # The demo detector was trained at 160 px: it finds its objects at 320, not at the 640 default.
     # It also fires on textures of real photos at the verifier's low threshold: give it more passes.
     full_conf = {"source": str(source), "imgsz": 320, "confidence": 0.5, "verify_confidence": 0.3, "max_passes": 3,
-                 **services.models, **(conf or {})}
+                 **(conf or {})}
     triggered_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     run_id = stack.trigger(SANITIZE_DAG, full_conf)
     log(f"triggered {SANITIZE_DAG} run {run_id}; waiting")
