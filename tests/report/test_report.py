@@ -151,3 +151,71 @@ def test_report_readers_and_triggerers_are_separated_by_auth_manager_roles(run_w
     invalid = {"logical_date": "not a date"}
     assert client.post(trigger, json=invalid, headers=reader).status_code == 403
     assert client.post(trigger, json=invalid, headers=runner).status_code == 422
+
+
+def _integrity_with_actions(layout: RunLayout, data: Path, records: list[FileRecord], actions: dict) -> dict:
+    path = layout.stage("integrity") / "manifest.jsonl"
+    digest = write_manifest(path, {"stage": "integrity", "actions": actions}, records)
+    counts = {"files": len(records), "accepted": sum(r.accepted for r in records),
+              "quarantined": sum(not r.accepted for r in records)}
+    return StageResult("integrity", str(path), digest, counts, str(data), {}).to_xcom()
+
+
+def test_warnings_are_separated_from_quarantine_reasons_with_a_severity(run_with_stages):
+    layout, stages, bad = run_with_stages
+    data = Path(stages["integrity"]["data_root"])
+    records = [FileRecord(path=r.path, sha256=r.sha256, size=r.size, kind=r.kind) for r in
+               [_record(data, p) for p in ("images/train/train_00002.jpg", "images/train/train_00003.jpg")]]
+    warned = FileRecord(path=records[0].path, sha256=records[0].sha256, size=records[0].size, kind="image",
+                        reasons=(Reason("image_without_label", "no label file", "integrity"),))
+    both = records[1].quarantined(Reason("image_without_label", "no label file", "integrity"),
+                                  Reason("image.truncated", "JPEG ends before EOI", "integrity"))
+    stages = {"integrity": _integrity_with_actions(layout, data, [warned, both],
+                                                   {"image_without_label": "warn", "image.truncated": "quarantine"})}
+    html = build_report(layout, stages, dag_id="d", run_id="r").read_text()
+    quarantine = html.split('id="quarantine"')[1].split("</table>")[0]
+    warnings = html.split('id="warnings"')[1].split("</table>")[0]
+    assert "image.truncated" in quarantine and warned.path not in quarantine
+    assert warned.path in warnings and "image.truncated" not in warnings
+    # the warning on the quarantined file is shown as a warning, beside the reason that quarantined it
+    assert '<td class="sev-warning">warning</td><td><code>image_without_label' in quarantine
+    assert '<td class="sev-quarantine">quarantine</td><td><code>image.truncated' in quarantine
+    assert 'id="n-warnings">1<' in html and "Quarantine (1 file(s))" in html
+
+
+def _record(data: Path, rel: str) -> FileRecord:
+    blob = (data / rel).read_bytes()
+    return FileRecord(path=rel, sha256=sha256_hex(blob), size=len(blob), kind="image")
+
+
+def test_tiles_read_what_the_anonymization_stage_writes(run_with_stages):
+    layout, stages, _ = run_with_stages
+    anon = stages["anonymize"]
+    anon["extra"] = {"boxes": 12, "boxes_per_class": {"face": 7, "plate": 3}, "images_per_second": 3.25,
+                     "residual_detections": 86, "withheld": 4,
+                     "verifiers": [{"name": "centerface", "kind": "centerface"}, "blazeface"]}
+    html = build_report(layout, stages, dag_id="d", run_id="r").read_text()
+    assert 'id="n-boxes">12<' in html and 'id="n-rate">3.2<' in html
+    assert "centerface, blazeface" in html
+    # residuals found in images that were withheld: not a failure of a successful run, so not red
+    assert 'class="v warn" id="n-residual">86<' in html and "in 4 withheld image(s)" in html
+
+
+def test_tiles_show_a_dash_where_a_stage_wrote_nothing(run_with_stages):
+    layout, stages, _ = run_with_stages
+    stages["anonymize"]["extra"] = {}
+    html = build_report(layout, stages, dag_id="d", run_id="r").read_text()
+    assert 'id="n-rate">-<' in html and 'id="n-residual">-<' in html and 'id="n-findings">-<' in html
+
+
+def test_thumbnails_are_ordered_by_obfuscated_boxes(tmp_path):
+    data = make_yolo_dataset(tmp_path / "anonymized", n_train=4, n_val=0, width=120, height=90, seed=2)
+    images = sorted(p.relative_to(data).as_posix() for p in (data / "images").rglob("*.jpg"))
+    boxes = dict(zip(images, [1, 5, 0, 3], strict=True))
+    records = [FileRecord(path=p, sha256=_record(data, p).sha256, size=_record(data, p).size, kind="image",
+                          meta={"anonymized_boxes": boxes[p]}) for p in images]
+    layout = RunLayout.for_run(tmp_path / "runs", "d", "r")
+    stages = {"anonymize": _stage(layout, "anonymize", data, records)}
+    html = build_report(layout, stages, dag_id="d", run_id="r").read_text()
+    shown = [html.index(f'alt="{p}"') for p in sorted(images, key=lambda p: -boxes[p])]
+    assert shown == sorted(shown)

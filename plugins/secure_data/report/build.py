@@ -24,12 +24,17 @@ MAX_THUMBNAILS = 24
 THUMB_WIDTH = 192
 
 
+WARNING, QUARANTINE = "warning", "quarantine"
+
+
 @dataclass(frozen=True)
 class QuarantineRow:
     path: str
     stage: str
     code: str
     detail: str
+    severity: str = QUARANTINE  # "quarantine": why the file was withheld; "warning": noted, nothing withheld
+    file_quarantined: bool = True  # the file itself was quarantined (by this or another reason)
 
 
 def _load_stage(value: Mapping[str, Any] | None) -> StageResult | None:
@@ -38,26 +43,45 @@ def _load_stage(value: Mapping[str, Any] | None) -> StageResult | None:
     return StageResult.from_xcom(value)
 
 
-def quarantine_rows(stage: StageResult) -> list[QuarantineRow]:
+def _warn_codes(integrity: StageResult | None) -> set[str]:
+    """Integrity codes the run's policy only warns about (the integrity header records each code's action).
+    Poisoning and anonymization add a reason only when they quarantine."""
+    if integrity is None:
+        return set()
+    header = read_manifest(integrity.manifest_path, expected_digest=integrity.manifest_digest).header
+    return {code for code, action in (header.get("actions") or {}).items() if action == "warn"}
+
+
+def quarantine_rows(stage: StageResult, warn_codes: set[str] | frozenset[str] = frozenset()) -> list[QuarantineRow]:
+    """Every reason on every file of ``stage``'s manifest, with its severity: a reason on an accepted file,
+    or one whose code the policy only warns about, is a warning; the others are why a file was quarantined."""
     manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
     rows = []
     for rec in manifest.records:
-        if not rec.accepted:
-            for reason in rec.reasons or ():
-                rows.append(QuarantineRow(rec.path, reason.stage, reason.code, reason.detail))
+        for reason in rec.reasons or ():
+            warning = rec.accepted or reason.code in warn_codes
+            rows.append(QuarantineRow(rec.path, reason.stage, reason.code, reason.detail,
+                                      WARNING if warning else QUARANTINE, not rec.accepted))
+    rows.sort(key=lambda r: (r.path, r.severity != QUARANTINE, r.stage, r.code))
     return rows
 
 
-def thumbnails(stage: StageResult, limit: int = MAX_THUMBNAILS) -> list[tuple[str, str]]:
-    """(relpath, data URI) of downscaled anonymized outputs, hash-verified against the stage manifest."""
+def obfuscated_boxes(meta: Mapping[str, Any]) -> int:
+    """Boxes the anonymization stage obfuscated in one output image (its manifest meta)."""
+    return int(meta.get("anonymized_boxes", meta.get("n_obfuscated", 0)) or 0)
+
+
+def thumbnails(stage: StageResult, limit: int = MAX_THUMBNAILS) -> list[tuple[str, str, int]]:
+    """(relpath, data URI, obfuscated boxes) of downscaled anonymized outputs, hash-verified against the
+    stage manifest; the images with the most obfuscated boxes first."""
     import cv2
     import numpy as np
 
     manifest = read_manifest(stage.manifest_path, expected_digest=stage.manifest_digest)
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, int]] = []
     # Put images that had boxes obfuscated first: they are the ones a reviewer wants to see.
     images = [r for r in manifest.records if r.accepted and r.kind == "image"]
-    images.sort(key=lambda r: (-int(r.meta.get("n_obfuscated", 0) or 0), r.path))
+    images.sort(key=lambda r: (-obfuscated_boxes(r.meta), r.path))
     for rec in images[:limit]:
         try:
             data = verified_read(stage.data_root, rec)
@@ -71,7 +95,21 @@ def thumbnails(stage: StageResult, limit: int = MAX_THUMBNAILS) -> list[tuple[st
         thumb = cv2.resize(img, (THUMB_WIDTH, max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if ok:
-            out.append((rec.path, "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()))
+            out.append((rec.path, "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode(),
+                        obfuscated_boxes(rec.meta)))
+    return out
+
+
+def _names(items: Any) -> list[str] | None:
+    """Verifier identities as names (the stage may write names or {name, kind, ...} dicts)."""
+    if not items:
+        return None
+    out = []
+    for item in items:
+        if isinstance(item, Mapping):
+            out.append(str(item.get("name") or item.get("kind") or item.get("model_path") or "?"))
+        else:
+            out.append(str(item))
     return out
 
 
@@ -101,36 +139,42 @@ def build_report(
 
     results = {name: _load_stage(stages.get(name)) for name in STAGE_ORDER}
     counts = {name: dict(r.counts) for name, r in results.items() if r is not None}
-    rows: list[QuarantineRow] = []
+    integrity = results["integrity"]
     last = next((results[n] for n in reversed(STAGE_ORDER[:3]) if results[n] is not None), None)
-    if last is not None:
-        rows = quarantine_rows(last)
+    rows = quarantine_rows(last, _warn_codes(integrity)) if last is not None else []
     poisoning = results["poisoning"]
     findings = _read_jsonl(poisoning.extra.get("findings_path")) if poisoning else []
     anonymize = results["anonymize"]
     anon_extra = dict(anonymize.extra) if anonymize else {}
-    boxes_per_class: Counter[str] = Counter(anon_extra.get("boxes_per_class", {}))
+    boxes_per_class: Counter[str] = Counter(anon_extra.get("boxes_per_class") or {})
     thumbs = thumbnails(anonymize) if anonymize else []
-    integrity = results["integrity"]
     gx_docs = (integrity.extra.get("gx_data_docs") if integrity else None) or None
     gx_href = None
     if gx_docs:
-        try:
-            gx_href = str(Path(gx_docs).resolve().relative_to(layout.report.resolve()))
+        try:  # only a page inside the report folder is a link a reader can follow (served by the plugin)
+            gx_href = Path(gx_docs).resolve().relative_to(layout.report.resolve()).as_posix()
         except ValueError:
-            gx_href = Path(gx_docs).as_uri()
+            gx_href = None
     handoff = results["handoff"]
+    quarantine = [r for r in rows if r.file_quarantined]  # every reason on a withheld file, with its severity
+    warnings = [r for r in rows if not r.file_quarantined]  # warnings on files that were kept
+    # What the anonymization stage writes (merge result): tolerate older results without a field.
+    boxes = anon_extra.get("boxes", sum(boxes_per_class.values()) if boxes_per_class else None)
+    withheld = anon_extra.get("withheld", anon_extra.get("quarantined_residual"))
     summary = {
         "dag_id": dag_id,
         "run_id": run_id,
         "input": (integrity.counts.get("files") if integrity else None),
         "accepted": (last.counts.get("accepted") if last else None),
         "quarantined": (last.counts.get("quarantined") if last else None),
+        "warnings": len(warnings) if last else None,
         "images_accepted": (last.counts.get("images_accepted") if last else None),
         "residual_detections": anon_extra.get("residual_detections"),
-        "boxes_obfuscated": sum(boxes_per_class.values()) if anonymize else None,
+        "withheld": withheld,
+        "boxes_obfuscated": boxes if anonymize else None,
         "images_per_second": anon_extra.get("images_per_second"),
-        "findings": len(findings),
+        "verifiers": _names(anon_extra.get("verifiers")),
+        "findings": len(findings) if poisoning else None,
         "package_uri": handoff.extra.get("package_uri") if handoff else None,
         "package_id": handoff.extra.get("package_id") if handoff else None,
     }
@@ -146,7 +190,10 @@ def build_report(
         counts=counts,
         stage_order=[n for n in STAGE_ORDER if n in counts],
         states=dict(states or {}),
-        rows=rows,
+        quarantine=quarantine,
+        warnings=warnings,
+        quarantined_files=len({r.path for r in quarantine}),
+        warned_files=len({r.path for r in warnings}),
         findings=findings,
         boxes_per_class=sorted(boxes_per_class.items()),
         anon=anon_extra,
