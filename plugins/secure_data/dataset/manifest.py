@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_data.dataset.atomic import atomic_write_bytes
-from secure_data.dataset.layout import resolve_inside
+from secure_data.dataset.layout import open_inside
 
 SCHEMA = "secure-data/manifest/v1"
 ACCEPTED = "accepted"
@@ -209,8 +209,7 @@ def verified_read(root: str | os.PathLike, record: FileRecord) -> bytes:
     Callers must use the returned bytes, never re-open the file: that closes the
     time-of-check/time-of-use gap.
     """
-    path = resolve_inside(root, record.path)
-    with open(path, "rb", opener=_nofollow_opener) as fh:
+    with os.fdopen(open_inside(root, record.path), "rb") as fh:  # dir fds: no window between check and open
         data = fh.read()
     actual = sha256_hex(data)
     if actual != record.sha256 or len(data) != record.size:
@@ -220,6 +219,3 @@ def verified_read(root: str | os.PathLike, record: FileRecord) -> bytes:
         )
     return data
 
-
-def _nofollow_opener(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))

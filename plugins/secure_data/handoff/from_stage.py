@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from secure_data.dataset.layout import DATA_YAML, resolve_inside
+from secure_data.dataset.layout import DATA_YAML, open_inside
 from secure_data.dataset.manifest import (
     FileRecord,
     Manifest,
@@ -95,8 +95,7 @@ def _policy_source(policy: Mapping[str, Any], sources: Sequence[SourceFile]) -> 
 
 def _stream_opener(root: str | os.PathLike, record: FileRecord) -> Callable[[], BinaryIO]:
     def _open() -> BinaryIO:
-        path = resolve_inside(root, record.path)
-        return open(path, "rb", opener=lambda p, f: os.open(p, f | getattr(os, "O_NOFOLLOW", 0)))
+        return os.fdopen(open_inside(root, record.path), "rb")  # dir fds: no window between check and open
 
     return _open
 

@@ -159,7 +159,7 @@ class VaultSession:
             client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
             return client
 
-        return cls(url=url, login=login, identity=f"AppRole role_id {role_id[:8]}...", auth_type="approle",
+        return cls(url=url, login=login, identity=f"AppRole (mount {mount!r})", auth_type="approle",
                     can_relogin=True, retries=retries, keep_alive=keep_alive, http=http)
 
     @classmethod
