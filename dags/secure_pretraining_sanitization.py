@@ -66,11 +66,16 @@ on the `secure-data` package Asset, which starts the training DAG.
 | `poisoning` | duplicates / near-duplicates with conflicting labels, split leakage, drift, outliers, trigger patches |
 | `anonymize` | YOLO detection + irreversible obfuscation of protected classes, re-detection, audit log (fanned out over shards) |
 | `handoff` | per-file AES-256-GCM under a Vault Transit data key, manifest signed with a Transit ed25519 key |
-| `report` | HTML report (button **Run report** on the task, or the run's **Sanitization report** tab) |
+| `report` | HTML report of the run: counts, quarantine and warnings, findings, anonymization figures, thumbnails |
+
+**Where the report is:** open a run, then its **Sanitization report** tab (it shows "not written yet" and
+refreshes itself while the run is going); or the `report` task's **Run report** link in its **Details** tab.
+The report links to the run's Great Expectations validation pages.
 
 Nothing is deleted: a sample that fails a check is copied to the run's quarantine folder with a reason,
 and `accepted + quarantined = input` holds at every stage. XCom and Asset extras carry only paths,
-digests and counts. Trigger with **Trigger DAG** to get the parameter form.
+digests and counts. Start a run with the **Trigger** button (top right) to get the parameter form;
+models, their pins and the minimum thresholds come from the deployment policy, not from this form.
 """
 
 with DAG(
@@ -136,16 +141,19 @@ with DAG(
             section="Anonymization",
         ),
         "shape": Param("rectangle", type="string", enum=["rectangle", "ellipse"], title="Obfuscation shape",
-                       section="Anonymization"),
+                       values_display={"rectangle": "Rectangle (the whole box)",
+                                       "ellipse": "Ellipse inscribed in the box"},
+                       description="Area obfuscated in each (padded) box.", section="Anonymization"),
         "box_padding": Param(max(0.15, POLICY.padding), type="number", minimum=POLICY.padding, maximum=1,
                              title="Box padding", description="Grow each box by this fraction of its size before "
                                                               "obfuscating." + _POLICY_NOTE, section="Anonymization"),
         "confidence": Param(POLICY.conf, type="number", minimum=0.01, maximum=POLICY.conf,
-                            title="Detection confidence", description="Detection threshold: lower finds more."
+                            title="Detection confidence", description=f"Detection threshold, 0.01 to {POLICY.conf}: lower finds more."
                             + _POLICY_NOTE, section="Anonymization"),
         "verify_confidence": Param(POLICY.verify_conf, type="number", minimum=0.01, maximum=POLICY.verify_conf,
                                    title="Verification confidence",
-                                   description="Lower threshold for the re-detection on the output." + _POLICY_NOTE,
+                                   description=f"Threshold of the re-detection on the output, 0.01 to {POLICY.verify_conf}."
+                                               + _POLICY_NOTE,
                                    section="Anonymization"),
         "max_passes": Param(POLICY.max_passes, type="integer", minimum=POLICY.max_passes,
                             maximum=max(8, POLICY.max_passes), title="Re-obfuscation passes",
@@ -157,18 +165,26 @@ with DAG(
                              title="Smallest face to find (px)", description="Empty: the policy's value."
                              + _POLICY_NOTE, section="Anonymization"),
         "imgsz": Param(max(640, POLICY.imgsz), type="integer", minimum=POLICY.imgsz, maximum=4096, multipleOf=32,
-                       title="Inference size (px)", description="Smaller misses small faces." + _POLICY_NOTE,
+                       title="Inference size (px)", description="Image size the detector runs at (a multiple of 32). Use the size "
+                       "the policy's model was trained for (stock YOLO: 640); smaller misses small faces."
+                       + _POLICY_NOTE,
                        section="Anonymization"),
         "device": Param("auto", type="string", pattern="^(auto|cpu|cuda(:[0-9]+)?)$", title="Device",
-                        description="auto, cpu, cuda or cuda:N", section="Anonymization"),
-        "batch_size": Param(16, type="integer", minimum=1, maximum=512, title="Batch size", section="Anonymization"),
+                        description="auto (the GPU when the worker has one, else the CPU), cpu, cuda or cuda:N.",
+                        section="Anonymization"),
+        "batch_size": Param(16, type="integer", minimum=1, maximum=512, title="Batch size",
+                            description="Images per detector call, 1 to 512: larger is faster on a GPU and needs "
+                                        "more GPU memory.", section="Anonymization"),
         "shard_size": Param(500, type="integer", minimum=1, title="Images per anonymization shard",
                             description="The anonymization stage fans out into one task per shard.",
                             section="Anonymization"),
         # --- Checks and policies ----------------------------------------------------------------------------
         "max_pixels": Param(50_000_000, type="integer", minimum=1, title="Decompression-bomb limit (pixels)",
-                            section="Checks and policies"),
+                            description="An image declaring more pixels (width x height) than this is quarantined "
+                                        "without being decoded.", section="Checks and policies"),
         "background_images": Param("warn", type="string", enum=["accept", "warn", "quarantine"],
+                                   values_display={"accept": "Accept as background images",
+                                                   "warn": "Warn and keep them", "quarantine": "Quarantine them"},
                                    title="Images without a label file",
                                    description="accept them as background images, warn, or quarantine them.",
                                    section="Checks and policies"),
@@ -189,11 +205,15 @@ with DAG(
         "backbone_policy": _policy("warn", "Backbone feature outliers", "What a feature-space outlier does."),
         "residual_policy": Param(POLICY.residual_policy, type="string",
                                  enum=["quarantine", "fail"][["quarantine", "fail"].index(POLICY.residual_policy):],
+                                 values_display={"quarantine": "Quarantine the image (withhold it)",
+                                                 "fail": "Fail the run"},
                                  title="Residual detections after obfuscation",
                                  description="An image still showing a protected class after re-obfuscation."
                                              + _POLICY_NOTE, section="Checks and policies"),
         "on_residual": Param(POLICY.on_residual, type="string",
                              enum=["reobfuscate", "quarantine"][["reobfuscate", "quarantine"].index(POLICY.on_residual):],
+                             values_display={"reobfuscate": "Obfuscate again over a larger area",
+                                             "quarantine": "Quarantine the image at once"},
                              title="First answer to a residual detection",
                              description="reobfuscate (then quarantine if still found) or quarantine at once."
                                          + _POLICY_NOTE, section="Checks and policies"),

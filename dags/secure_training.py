@@ -96,6 +96,9 @@ Started by every event on the `secure-data://packages/sanitized` Asset (publishe
 4. trains yolo11n (from `yolo11n.yaml`, offline) and wipes the scratch directory, also on failure.
 
 XCom: `package_id`, `package_uri`, `manifest_digest`, and the weights path + SHA-256.
+
+This DAG writes no sanitization report: the report of the package it trained on is in the
+**Sanitization report** tab of the `secure_pretraining_sanitization` run that produced it.
 """
 
 with DAG(
@@ -114,10 +117,12 @@ with DAG(
                              description="file://, a path, or s3://bucket/prefix/<id>; Asset-triggered runs "
                                          "use the event."),
         "package_id": Param(None, type=["null", "string"], title="Expected package id (manual runs)"),
-        "epochs": Param(1, type="integer", minimum=1),
-        "imgsz": Param(64, type="integer", minimum=32, multipleOf=32),
-        "batch": Param(4, type="integer", minimum=1),
-        "device": Param("cpu", type="string", pattern="^(cpu|cuda(:[0-9]+)?)$"),
+        "epochs": Param(1, type="integer", minimum=1, title="Epochs", description="Training epochs (at least 1)."),
+        "imgsz": Param(64, type="integer", minimum=32, multipleOf=32, title="Image size (px)",
+                       description="Training image size, a multiple of 32."),
+        "batch": Param(4, type="integer", minimum=1, title="Batch size", description="Images per training batch."),
+        "device": Param("cpu", type="string", pattern="^(cpu|cuda(:[0-9]+)?)$", title="Device",
+                        description="cpu, cuda or cuda:N."),
     },
 ) as dag:
     PackageConsumerOperator(
