@@ -91,6 +91,12 @@ class SecureDataPlugin(AirflowPlugin):
     operator_extra_links = [RunReportLink()]
 
     @property
+    def fastapi_root_middlewares(self):  # readable trigger-form refusals (report/param_errors.py)
+        from secure_data.report.param_errors import ReadableParamErrors
+
+        return [{"middleware": ReadableParamErrors, "args": [], "kwargs": {}, "name": "secure-data param errors"}]
+
+    @property
     def fastapi_apps(self):  # built lazily: FastAPI is only needed in the API server
         return [{"app": _create_app(), "url_prefix": "/secure-data", "name": "secure-data reports"}]
 

@@ -29,9 +29,10 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-cache",
 }
+# No Cross-Origin-Resource-Policy: the sandboxed pages have an opaque origin, and "same-origin" would
+# refuse them their own images and fonts.
 # What a report folder contains; anything else is not served (no guessing of content types).
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8", ".json": "application/json", ".css": "text/css; charset=utf-8",
