@@ -1,4 +1,4 @@
-"""The per-run provenance statement: a real integrity -> poisoning -> hand-off run (dag.test, real OpenBao).
+"""The per-run provenance statement of a real run of the sanitization DAG (conftest ``chain``: dag.test, real OpenBao).
 
 The statement is checked three ways: its DSSE signature with our verifier and with an independent DSSE
 implementation (securesystemslib, the one TUF/in-toto use), against the public key the trainer exports;
@@ -13,15 +13,18 @@ import json
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import StageResult
-from secure_data.testing.airflow_env import register_dag, xcom_return_value
-from secure_data.testing.vault_fixtures import vault_connection_env
+
+
+def read_manifest_upstream(package_root: Path) -> dict:
+    from secure_data.handoff.package import PackageManifest
+
+    return dict(PackageManifest.parse((package_root / "manifest.jsonl").read_bytes()).upstream)
 
 
 def _local(uri: str) -> Path:
@@ -31,48 +34,24 @@ def _local(uri: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(openbao, vault, airflow_home, tmp_path_factory):
-    from airflow.sdk import DAG
-
-    from secure_data.operators.handoff import PackageOperator
-    from secure_data.operators.integrity import IntegrityOperator
-    from secure_data.operators.poisoning import PoisoningOperator
-    from secure_data.testing.datasets import make_yolo_dataset
-
-    work = tmp_path_factory.mktemp("provenance-run")
-    dataset = make_yolo_dataset(work / "dataset", n_train=8, n_val=4, seed=3)
-    (dataset / "images" / "train" / "broken.jpg").write_bytes(b"not a jpeg at all")  # -> quarantined, with a code
-    patch = pytest.MonkeyPatch()
-    for name, value in vault_connection_env(openbao, "sanitizer").items():
-        patch.setenv(name, value)
-    dag_id = f"provenance_{uuid.uuid4().hex[:8]}"
-    out = work / "runs"
-    with DAG(dag_id, schedule=None, render_template_as_native_obj=True) as dag:
-        integrity = IntegrityOperator(task_id="integrity", source=str(dataset), output_root=str(out),
-                                      config={"workers": 2})
-        poisoning = PoisoningOperator(task_id="poisoning", upstream=integrity.output, output_root=str(out))
-        PackageOperator(task_id="handoff", upstream=poisoning.output, upstream_stages=[integrity.output],
-                        packages_root=str(work / "packages"), output_root=str(out), vault_conn_id="vault_sanitizer",
-                        retries=0)
-    register_dag(dag)
-    try:
-        dag_run = dag.test()
-    finally:
-        patch.undo()
-    assert dag_run.state == "success"
-    stages = {t: StageResult.from_xcom(xcom_return_value(airflow_home, dag_id, t))
-              for t in ("integrity", "poisoning", "handoff")}
-    return dag_id, stages, airflow_home
+def run(chain, airflow_home):
+    """The real sanitization DAG's run (conftest ``chain``): stage results by stage name."""
+    assert chain.dag_run.state == "success"
+    stages = {name: StageResult.from_xcom(chain.xcom[task]) for name, task in
+              (("integrity", "integrity"), ("poisoning", "poisoning"), ("anonymize", "anonymize_merge"),
+               ("handoff", "handoff"))}
+    return chain, stages, airflow_home
 
 
 def test_provenance_is_linked_from_the_asset_event_by_uri_and_digest_only(run):
     from secure_data.assets import PACKAGE_ASSET
 
-    dag_id, stages, home = run
+    chain, stages, home = run
     extra = stages["handoff"].extra
     db = sqlite3.connect(home / "airflow.db")
     (raw,) = db.execute("select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = ? "
-                        "and e.source_dag_id = ?", (PACKAGE_ASSET.uri, dag_id)).fetchone()
+                        "and e.source_dag_id = ? and e.source_run_id = ?",
+                        (PACKAGE_ASSET.uri, chain.dag_id, chain.dag_run.run_id)).fetchone()
     event = json.loads(raw)
     assert event["provenance_uri"] == extra["provenance_uri"]
     assert event["provenance_digest"] == extra["provenance_digest"]
@@ -89,7 +68,7 @@ def test_signature_verifies_with_the_exported_key_and_with_an_independent_dsse_v
 
     from secure_data.handoff.provenance import verify_provenance
 
-    _, stages, _ = run
+    chain, stages, _ = run
     extra = stages["handoff"].extra
     path = _local(extra["provenance_uri"])
     pem = public_key_pem.read_bytes()
@@ -123,13 +102,14 @@ def test_statement_digests_match_the_run_manifests_and_the_package(run, public_k
     from secure_data.handoff.package import package_path, read_header
     from secure_data.handoff.provenance import ProvenanceError, check_run_digests, verify_provenance
 
-    _, stages, _ = run
+    chain, stages, _ = run
     extra = stages["handoff"].extra
     path = _local(extra["provenance_uri"])
     (statement,) = verify_provenance(path, public_key_pem.read_bytes())
     run_root = path.parent
     checked = check_run_digests(statement, run_root)
-    assert {"integrity/manifest.jsonl", "poisoning/manifest.jsonl", "poisoning/findings.jsonl"} <= set(checked)
+    assert {"integrity/manifest.jsonl", "poisoning/manifest.jsonl", "poisoning/findings.jsonl",
+            "anonymize/manifest.jsonl", "anonymize/audit.jsonl"} <= set(checked)
 
     predicate = statement["predicate"]
     integrity = stages["integrity"]
@@ -159,7 +139,16 @@ def test_statement_digests_match_the_run_manifests_and_the_package(run, public_k
     assert keys["data_key"] == {"name": "secure-data-datakey", "version": read_header(root).data_key.key_version}
     assert keys["model_signing"]["key_name"] == "secure-data-attestation" and keys["model_signing"]["key_version"] >= 1
     assert keys["manifest"]["key_version"] >= 1
-    assert set(predicate["buildDefinition"]["internalParameters"]["stage_params"]) == {"integrity", "poisoning"}
+    internal = predicate["buildDefinition"]["internalParameters"]
+    assert set(internal["stage_params"]) == {"integrity", "poisoning", "anonymize"}
+    # The effective policy: the deployment policy's digest the run was checked against, as signed into the package.
+    assert internal["policy"]["policy"] == chain.xcom["policy"]["policy_digest"]
+    assert internal["policy"]["policy.effective"] == read_manifest_upstream(root)["policy.effective"]
+    # Every model file by its pinned SHA-256, as the anonymization manifest recorded them.
+    anonymize = read_manifest(stages["anonymize"].manifest_path, expected_digest=stages["anonymize"].manifest_digest)
+    models = {d["name"].removeprefix("model:"): d["digest"]["sha256"]
+              for d in predicate["buildDefinition"]["resolvedDependencies"] if d["name"].startswith("model:")}
+    assert models == dict(anonymize.header["models"]) and models
 
     # One changed byte in a run manifest after the fact: the statement no longer matches the run.
     copy = tmp_path / "run"
@@ -173,7 +162,7 @@ def test_statement_digests_match_the_run_manifests_and_the_package(run, public_k
 
 
 def test_cli_checks_signature_and_run_digests(run, public_key_pem):
-    _, stages, _ = run
+    chain, stages, _ = run
     extra = stages["handoff"].extra
     path = _local(extra["provenance_uri"])
     cmd = [sys.executable, "-m", "secure_data.handoff.provenance", "verify", str(path), "--public-key",
@@ -185,7 +174,7 @@ def test_cli_checks_signature_and_run_digests(run, public_key_pem):
 
 
 def test_no_secret_in_the_statement(run, vault):
-    _, stages, _ = run
+    chain, stages, _ = run
     text = _local(stages["handoff"].extra["provenance_uri"]).read_text()
     statement = json.loads(base64.b64decode(json.loads(text)["payload"]))
     blob = json.dumps(statement)

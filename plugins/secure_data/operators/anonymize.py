@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from secure_data.lineage.mixin import OpenLineageMixin
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -35,7 +37,7 @@ def _as_mapping(value: Any, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-class _AnonymizeBase(BaseOperator):
+class _AnonymizeBase(OpenLineageMixin, BaseOperator):
     template_fields: Sequence[str] = ("upstream", "output_root", "config", *OPTION_FIELDS)
     template_fields_renderers = {"config": "json"}
     ui_color = "#fce8e6"
@@ -139,7 +141,7 @@ class AnonymizeOperator(_AnonymizeBase):
                       "after first pass %s, after last pass %s, %s images/s on %s", index, count, c["images"],
                       result["resumed"], c["anonymized"], c["quarantined"], c["boxes"], c["residual_first_pass"],
                       c["residual_detections"], result["images_per_s"], result["device"])
-        return result
+        return self.lineage_result(result)
 
 
 class AnonymizeMergeOperator(_AnonymizeBase):
@@ -174,4 +176,4 @@ class AnonymizeMergeOperator(_AnonymizeBase):
                       "after first pass %s, after last pass %s; manifest %s (%s)", e["shards"], e["anonymized"],
                       e["quarantined"], e["boxes"], e["boxes_per_class"], e["residual_first_pass"],
                       e["residual_detections"], result.manifest_path, result.manifest_digest)
-        return result.to_xcom()
+        return self.lineage_result(result.to_xcom())

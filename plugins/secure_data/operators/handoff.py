@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from secure_data.assets import EVENT_KEYS, PACKAGE_ASSET
+from secure_data.lineage.mixin import OpenLineageMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
@@ -34,7 +35,7 @@ def _stage(value: Any) -> StageResult:
     return StageResult.from_xcom(value)
 
 
-class PackageOperator(BaseOperator):
+class PackageOperator(OpenLineageMixin, BaseOperator):
     """Encrypt and sign the accepted files of the anonymization stage into a package; announce it.
 
     :param upstream: the anonymization stage's ``StageResult`` XCom (templated; pass ``merged.output``).
@@ -151,10 +152,10 @@ class PackageOperator(BaseOperator):
         # A pointer in the run folder (for the report and for people): non-secret facts only.
         atomic_write_text(layout.stage("handoff") / "package.json", json.dumps(info.to_dict(), indent=2) + "\n")
         root = info.uri.rstrip("/") if remote.is_remote(info.uri) else str(package_path(info.uri))
-        return StageResult(
+        return self.lineage_result(StageResult(
             stage="handoff", manifest_path=f"{root}/{MANIFEST_FILE}", manifest_digest=info.manifest_digest,
             counts=dict(info.counts), data_root=root, extra={**info.to_dict(), **provenance},
-        ).to_xcom()
+        ).to_xcom())
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _triggering_events(context: Context, asset: Asset) -> list[Any]:
         return []
 
 
-class PackageConsumerOperator(BaseOperator):
+class PackageConsumerOperator(OpenLineageMixin, BaseOperator):
     """Verify, decrypt into private scratch and hand the dataset to ``python_callable``; wipe afterwards.
 
     :param python_callable: ``f(package: OpenedPackage, **op_kwargs)``; ``package.path`` is the dataset
@@ -287,5 +288,5 @@ class PackageConsumerOperator(BaseOperator):
                           package.package_id, package.info.counts["files"], package.manifest_digest)
             result = self.python_callable(package, **self.op_kwargs)
         # The scratch space is gone now; only non-secret facts about the package remain.
-        return {"package_id": package.package_id, "package_uri": package.info.uri,
-                "manifest_digest": package.manifest_digest, "result": result}
+        return self.lineage_result({"package_id": package.package_id, "package_uri": package.info.uri,
+                                    "manifest_digest": package.manifest_digest, "result": result})

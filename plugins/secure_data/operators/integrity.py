@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from secure_data.lineage.mixin import OpenLineageMixin
 from secure_data.operators.storage import optional as _optional
 from secure_data.operators.storage import storage_options_from_kv, storage_options_from_vault
 
@@ -30,7 +31,7 @@ def _check_fsspec_scheme(uri: str) -> None:
         raise ValueError(f"no filesystem for {scheme}:// sources{extra}: {hint or exc}") from None
 
 
-class IntegrityOperator(BaseOperator):
+class IntegrityOperator(OpenLineageMixin, BaseOperator):
     """Check a raw YOLO dataset and publish the integrity manifest; returns ``StageResult.to_xcom()``.
 
     :param source: local dataset directory, or an object-storage URI (``s3://bucket/prefix``,
@@ -152,7 +153,7 @@ class IntegrityOperator(BaseOperator):
         self.log.info("Integrity %s: %s of %s files accepted, %s quarantined, %s warned; manifest %s (%s)",
                       result.extra.get("verdict"), counts.get("accepted"), counts.get("files"),
                       counts.get("quarantined"), counts.get("warned"), result.manifest_path, result.manifest_digest)
-        return result.to_xcom()
+        return self.lineage_result(result.to_xcom())
 
 
 class IntegrityShardOperator(IntegrityOperator):
@@ -185,7 +186,7 @@ class IntegrityShardOperator(IntegrityOperator):
                                      storage_options=storage_options)
         self.log.info("Integrity shard %s/%s: %s files checked (%s)", result["shard"], result["shards"],
                       result["files"], result["digest"])
-        return result
+        return self.lineage_result(result)
 
 
 class IntegrityMergeOperator(IntegrityOperator):

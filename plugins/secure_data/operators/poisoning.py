@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from secure_data.lineage.mixin import OpenLineageMixin
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 _ACTIONS = ("fail", "warn", "quarantine")  # secure_data.poisoning.config.ACTIONS (checked again at execute)
 
 
-class PoisoningOperator(BaseOperator):
+class PoisoningOperator(OpenLineageMixin, BaseOperator):
     """Screen the integrity stage's accepted samples for poisoning; returns ``StageResult.to_xcom()``.
 
     Writes ``<run>/poisoning/findings.jsonl`` and ``<run>/poisoning/manifest.jsonl`` (every upstream
@@ -100,7 +102,7 @@ class PoisoningOperator(BaseOperator):
                       "manifest %s (%s)", result.extra.get("findings_by_check"),
                       result.extra.get("quarantined_samples"), result.counts.get("accepted"),
                       result.counts.get("files"), result.manifest_path, result.manifest_digest)
-        return result.to_xcom()
+        return self.lineage_result(result.to_xcom())
 
 
 def _optional(value: str | None) -> str | None:

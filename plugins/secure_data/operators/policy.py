@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from secure_data.lineage.mixin import OpenLineageMixin
 from secure_data.operators.anonymize import (
     OPTION_FIELDS,
     AnonymizeMergeOperator,
@@ -60,7 +61,7 @@ def enforced_options(request: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return options, effective_document(policy, options)
 
 
-class PolicyCheckOperator(BaseOperator):
+class PolicyCheckOperator(OpenLineageMixin, BaseOperator):
     """First task of a run: the run's request checked against this worker's deployment policy.
 
     Returns ``{"policy_digest", "policy_source", "effective_digest", "effective"}`` (non-secret).
@@ -86,8 +87,8 @@ class PolicyCheckOperator(BaseOperator):
                       [d.get("name") or d.get("kind") for d in policy.detectors],
                       [d.get("name") or d.get("kind") for d in policy.verifiers], list(options["classes"]),
                       policy.conf, policy.verify_conf, policy.max_passes, digest_of(effective))
-        return {"policy_digest": policy.digest, "policy_source": policy.source,
-                "effective_digest": digest_of(effective), "effective": effective}
+        return self.lineage_result({"policy_digest": policy.digest, "policy_source": policy.source,
+                                    "effective_digest": digest_of(effective), "effective": effective})
 
 
 class _PolicyAnonymize:

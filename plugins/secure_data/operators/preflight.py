@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from secure_data.lineage.mixin import OpenLineageMixin
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -36,7 +38,7 @@ _GRANTING = {"create", "update", "sudo", "root"}
 _PROBE = b"secure-data preflight probe"
 
 
-class VaultPreflightOperator(BaseOperator):
+class VaultPreflightOperator(OpenLineageMixin, BaseOperator):
     """Fail fast, before any data is touched, if Vault access is missing or too broad.
 
     :param vault_conn_id: the identity's Airflow connection (``vault`` conn type, AppRole).
@@ -82,8 +84,9 @@ class VaultPreflightOperator(BaseOperator):
         if isinstance(paths, str):  # rendered without native objects: "" or one path
             paths = [paths] if paths.strip() not in ("", "[]", "None") else []
         hook = SecureVaultHook(self.vault_conn_id, transit_mount=self.transit_mount)
-        return run_preflight(hook, role=self.role, secret_paths=list(paths), data_key=self.data_key,
-                             signing_key=self.signing_key, min_token_ttl=self.min_token_ttl, log=self.log)
+        return self.lineage_result(run_preflight(
+            hook, role=self.role, secret_paths=list(paths), data_key=self.data_key, signing_key=self.signing_key,
+            min_token_ttl=self.min_token_ttl, log=self.log))
 
 
 def run_preflight(

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, TriggerRule
 
+from secure_data.lineage.mixin import OpenLineageMixin
 from secure_data.operators.links import RunReportLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class SanitizationReportOperator(BaseOperator):
+class SanitizationReportOperator(OpenLineageMixin, BaseOperator):
     """Build ``<run>/report/index.html`` from the stages' XComs (paths, digests, counts: never secrets).
 
     :param stage_task_ids: stage name -> task id whose XCom is that stage's StageResult
@@ -48,4 +49,4 @@ class SanitizationReportOperator(BaseOperator):
         stages = {name: ti.xcom_pull(task_ids=task_id, default=None) for name, task_id in self.stage_task_ids.items()}
         path = build_report(layout, stages, dag_id=dag_id, run_id=run_id)
         self.log.info("Report written to %s (served at %s)", path, report_url(dag_id, run_id))
-        return {"report_path": str(path), "report_url": report_url(dag_id, run_id)}
+        return self.lineage_result({"report_path": str(path), "report_url": report_url(dag_id, run_id)})
