@@ -319,3 +319,28 @@ def test_lineage_costs_nothing_without_the_provider_configured(chain):
     for value in vars(conf).values():
         getattr(value, "cache_clear", lambda: None)()
     assert conf.is_disabled()  # the chain's transport was removed with its env after the run
+
+
+def test_dataset_names_follow_the_naming_spec_and_drop_credentials():
+    from secure_data.lineage.facets import dataset_name
+
+    assert dataset_name("/data/raw") == ("file", "/data/raw")
+    assert dataset_name("file:///data/run%2B1/pkg") == ("file", "/data/run+1/pkg")
+    assert dataset_name("s3://AKIDEXAMPLE:s3cr3t@bucket/prefix/set?X-Amz-Signature=abc") == ("s3://bucket",
+                                                                                              "prefix/set")
+    assert dataset_name("s3a://bucket/p") == ("s3://bucket", "p")
+
+
+def test_consumer_and_failed_tasks_report_their_datasets():
+    from secure_data.lineage.facets import operator_lineage
+    from secure_data.operators.handoff import PackageConsumerOperator
+
+    consumer = PackageConsumerOperator(task_id="train", python_callable=lambda package: None,
+                                       package_uri="file:///packages/p-1")
+    done = operator_lineage(consumer, {"package_uri": "file:///packages/p-1", "result": {"secret": "x"}}, failed=False)
+    assert [(d.namespace, d.name) for d in done.inputs] == [("file", "/packages/p-1")] and not done.run_facets
+    # A failed poisoning task: its input (from the rendered upstream XCom), no counts.
+    stage = type("PoisoningOperator", (), {"upstream": {"manifest_path": "/runs/r/integrity/manifest.jsonl"}})()
+    failed = operator_lineage(stage, None, failed=True)
+    assert [(d.namespace, d.name) for d in failed.inputs] == [("file", "/runs/r/integrity")]
+    assert failed.outputs == [] and failed.run_facets == {}

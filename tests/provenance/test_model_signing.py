@@ -103,3 +103,20 @@ def test_our_own_verifier_still_accepts_a_package_with_model_sig(signed_package,
     info, root = signed_package
     with open_package(info.uri, trainer_ks, expected_package_id=info.package_id) as pkg:
         assert pkg.package_id == info.package_id
+
+
+def test_public_key_export_cli_writes_the_key_model_signing_accepts(signed_package, openbao, vault, public_key_pem,
+                                                                     tmp_path):
+    """The documented export command (trainer identity, from setup's credentials file) gives the same key."""
+    from secure_data.vault.setup import write_result
+
+    _, root = signed_package
+    creds = write_result(vault, tmp_path / "creds.json")
+    out = tmp_path / "exported.pem"
+    result = subprocess.run([sys.executable, "-m", "secure_data.handoff.attest", "public-key", "--url", openbao.url,
+                             "--creds", str(creds), "--role", "trainer", "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "plugins"), "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == public_key_pem.read_bytes()
+    assert _verify(root, out).returncode == 0

@@ -278,7 +278,7 @@ def export_public_key(ops: Any, key_name: str = DEFAULT_ATTESTATION_KEY, version
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m secure_data.handoff.attest public-key --url URL --role-file creds.json --role trainer``."""
+    """``python -m secure_data.handoff.attest public-key --url URL --creds creds.json --out attestation.pub.pem``."""
     import argparse
     import sys
 
@@ -291,13 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--key", default=DEFAULT_ATTESTATION_KEY)
     pk.add_argument("--version", type=int, default=None)
     pk.add_argument("--transit-mount", default="transit")
+    pk.add_argument("--out", help="write the PEM here (default: stdout, which may also carry log lines)")
     args = parser.parse_args(argv)
     from secure_data.vault.keyservice import VaultKeyService
     from secure_data.vault.setup import read_result
 
     creds = read_result(args.creds).role(args.role)
     ks = VaultKeyService.for_approle(args.url, creds.role_id, creds.secret_id, transit_mount=args.transit_mount)
-    sys.stdout.write(export_public_key(ks.ops, args.key, args.version).decode("ascii"))
+    pem = export_public_key(ks.ops, args.key, args.version)
+    if args.out:
+        Path(args.out).write_bytes(pem)
+    else:
+        sys.stdout.write(pem.decode("ascii"))
     return 0
 
 
