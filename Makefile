@@ -1,5 +1,6 @@
 # secure-data: two set-up commands.
-#   make demo [SOURCE=<yolo dataset dir>] [CONF='<json params>']   run the whole chain end to end
+#   make demo [SOURCE=<yolo dataset dir>] [CONF='<json params>'] [EXECUTOR=celery]   run the whole chain end to end
+#        (EXECUTOR=celery: Redis + PostgreSQL from Debian, three Celery workers: sanitize, gpu, train)
 #   make test                                run the whole test suite
 # Both create a project-local virtualenv (.venv) on first use and reuse it afterwards.
 
@@ -19,7 +20,8 @@ $(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py $(if $(SOURCE),--source "$(SOURCE)") $(if $(CONF),--conf '$(CONF)')
+	$(if $(filter celery,$(EXECUTOR)),sh scripts/system-deps.sh)
+	$(BIN)/python scripts/demo.py $(if $(SOURCE),--source "$(SOURCE)") $(if $(CONF),--conf '$(CONF)') $(if $(EXECUTOR),--executor "$(EXECUTOR)")
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

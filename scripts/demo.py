@@ -4,7 +4,9 @@
 2. write a demo dataset (generated faces/plates + Ultralytics' real photos bus.jpg and zidane.jpg),
    or use ``--source DIR`` (any YOLO-layout dataset);
 3. prepare the demo detector (cached) and the CenterFace face model;
-4. start Airflow (API server, scheduler, DAG processor, triggerer; LocalExecutor; SQLite);
+4. start Airflow (API server, scheduler, DAG processor, triggerer; LocalExecutor; SQLite), or with
+   ``--executor celery`` a multi-worker deployment: Debian's Redis and PostgreSQL, CeleryExecutor and
+   three workers (sanitize, gpu, train), each its own Unix user holding only its own identity;
 5. trigger ``secure_pretraining_sanitization`` through the REST API, wait for it and for the
    Asset-triggered ``secure_training`` run;
 6. print the report path and the summary; stop every process started here.
@@ -38,13 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for both DAG runs")
     parser.add_argument("--conf", default="{}", type=json.loads,
                         help='extra DAG params as JSON, e.g. \'{"backbone_check": true, "mode": "pixelate"}\'')
+    parser.add_argument("--executor", choices=["local", "celery"], default="local",
+                        help="local: LocalExecutor + SQLite; celery: Redis, PostgreSQL, three Celery workers")
     args = parser.parse_args(argv)
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = Path(args.out) / stamp
     started = time.monotonic()
-    summary = run_demo(workdir, Path(args.source) if args.source else None, timeout=args.timeout, conf=args.conf,
-                       log=lambda msg: print(f"[demo] {msg}", flush=True))
+    demo = run_demo
+    if args.executor == "celery":
+        from secure_data.testing.celery_stack import run_celery_demo as demo
+    summary = demo(workdir, Path(args.source) if args.source else None, timeout=args.timeout, conf=args.conf,
+                   log=lambda msg: print(f"[demo] {msg}", flush=True))
     summary["seconds"] = round(time.monotonic() - started, 1)
     latest = Path(args.out) / "latest"
     if latest.is_symlink() or latest.exists():

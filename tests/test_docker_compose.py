@@ -26,10 +26,14 @@ COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yaml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 
-AIRFLOW_SERVICES = (
-    "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-    "airflow-worker-cpu", "airflow-worker-gpu",
-)
+SERVER_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                   "airflow-triggerer")
+WORKERS = {"airflow-worker-sanitize": "sanitize", "airflow-worker-gpu": "gpu", "airflow-worker-train": "train"}
+AIRFLOW_SERVICES = (*SERVER_SERVICES, *WORKERS)
+# Which Vault connection each worker may hold (issue 13: identity placement); None = no credential at all.
+WORKER_IDENTITY = {"airflow-worker-sanitize": "vault-sanitizer-connection", "airflow-worker-gpu": None,
+                   "airflow-worker-train": "vault-trainer-connection"}
+SERVER_ONLY_KEYS = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")
 REQUIRED_SERVICES = ("postgres", "redis", "openbao", *AIRFLOW_SERVICES)
 # Airflow 3 component commands (the image's entrypoint prepends `airflow`).
 EXPECTED_COMMANDS = {
@@ -39,7 +43,7 @@ EXPECTED_COMMANDS = {
     "airflow-triggerer": ["triggerer"],
 }
 # Names whose values are secrets: each must be a `${VAR:?message}` reference, never a literal.
-SECRET_KEY_RE = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|^AIRFLOW_CONN_|AUTH$")
+SECRET_KEY_RE = re.compile(r"PASSWORD|SECRET(?!S_BACKEND)|TOKEN|FERNET|^AIRFLOW_CONN_|AUTH$")
 REQUIRED_REF_RE = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*:\?[^}]+\}$")
 URL_PASSWORD_RE = re.compile(r"://[^:/@\s]*:(?P<password>\$\{[^}]*\}|[^@\s]*)@")
 VAR_RE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -93,7 +97,8 @@ def raw() -> dict:
 @pytest.fixture(scope="module")
 def sample_env(raw) -> dict[str, str]:
     """A value for every required variable (what a filled-in .env gives)."""
-    return {name: f"sample-{name.lower()}" for name in required_variables(raw)}
+    return {name: f"/sample/{name.lower()}" if name.endswith(("_DIR", "_FILE")) else f"sample-{name.lower()}"
+            for name in required_variables(raw)}
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +142,8 @@ def test_required_services_exist(compose):
 def test_every_missing_secret_fails_fast(raw, sample_env):
     required = required_variables(raw)
     for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-                 "AIRFLOW_API_SECRET_KEY", "AIRFLOW_CONN_VAULT_SANITIZER", "AIRFLOW_CONN_VAULT_TRAINER",
-                 "BAO_ROOT_TOKEN"):
+                 "AIRFLOW_API_SECRET_KEY", "SANITIZER_CONNECTION_FILE", "TRAINER_CONNECTION_FILE",
+                 "BAO_ROOT_TOKEN", "SECURE_DATA_POLICY_DIR"):
         assert name in required, f"{name} is not a `${{{name}:?...}}` reference"
         env = {k: v for k, v in sample_env.items() if k != name}
         with pytest.raises(MissingVariable, match=name):
@@ -180,10 +185,11 @@ def test_airflow_services_share_image_and_celery_executor(compose):
     for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
+        if name in SERVER_SERVICES:
+            assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://"), name
         assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/0"), name
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("redis://"), name  # workers need no DB
         # Airflow 3 task processes reach the api-server's execution API, by its service name.
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
         # All workers must see the same run folders: one mount, same path as the output root.
@@ -219,9 +225,42 @@ def test_gpu_worker_reserves_nvidia_and_serves_the_gpu_queue(compose):
     queues = _worker_queues(compose)
     assert queues["airflow-worker-gpu"] == {gpu["environment"]["SECURE_DATA_GPU_QUEUE"]}
     assert _option(_command(gpu), "--concurrency", "-c") == "1"
-    assert queues["airflow-worker-cpu"] == {services["airflow-worker-cpu"]["environment"]
-                                            ["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]}
-    assert "deploy" not in services["airflow-worker-cpu"]
+    sanitize, train = services["airflow-worker-sanitize"], services["airflow-worker-train"]
+    assert queues["airflow-worker-sanitize"] == {sanitize["environment"]["SECURE_DATA_SANITIZE_QUEUE"]} == {
+        sanitize["environment"]["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]}
+    assert queues["airflow-worker-train"] == {train["environment"]["SECURE_DATA_TRAIN_QUEUE"]}
+    assert "deploy" not in sanitize and "deploy" not in train
+
+
+def test_each_worker_holds_only_its_own_identity(raw, compose):
+    """Issue 13: both AppRole secret_ids were in the shared anchor, so every container (the GPU worker that
+    loads models included) could log in as the trainer. Now: no AIRFLOW_CONN_* anywhere, each identity is a
+    Compose secret mounted into one worker and read by the workers-side secrets backend; the GPU worker
+    has none; no server service mounts one; workers get no DB URL, Fernet key or JWT secret."""
+    services = compose["services"]
+    assert "AIRFLOW_CONN_" not in json.dumps(raw)
+    for name, service in services.items():
+        mounted = [s["source"] if isinstance(s, dict) else s for s in service.get("secrets", [])]
+        env = service.get("environment", {})
+        if name in WORKER_IDENTITY:
+            expected = WORKER_IDENTITY[name]
+            assert mounted == ([expected] if expected else []), (name, mounted)
+            for key in SERVER_ONLY_KEYS:
+                assert key not in env, f"{name} must not get {key}"
+            if expected:
+                (secret,) = service["secrets"]
+                kwargs = json.loads(env["AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS"])
+                assert env["AIRFLOW__WORKERS__SECRETS_BACKEND"] == \
+                    "airflow.secrets.local_filesystem.LocalFilesystemBackend"
+                assert kwargs["connections_file_path"] == secret["target"], name
+                assert secret.get("mode") in (0o400, 0o600, "0400", "0600"), secret
+            else:
+                assert not [k for k in env if "SECRETS_BACKEND" in k], name
+        else:
+            assert not mounted, f"{name} mounts {mounted}"
+    assert set(compose["secrets"]) == {v for v in WORKER_IDENTITY.values() if v}
+    for secret in compose["secrets"].values():
+        assert set(secret) == {"file"}, secret  # a file on the host, never an inline value
 
 
 def _init_pools(compose: dict) -> set[str]:
@@ -244,7 +283,8 @@ def test_dag_queues_and_pools_are_served(compose, airflow_home, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
     env = compose["services"]["airflow-worker-gpu"]["environment"]
-    for key in ("SECURE_DATA_GPU_QUEUE", "SECURE_DATA_GPU_POOL", "AIRFLOW__OPERATORS__DEFAULT_QUEUE"):
+    for key in ("SECURE_DATA_GPU_QUEUE", "SECURE_DATA_GPU_POOL", "AIRFLOW__OPERATORS__DEFAULT_QUEUE",
+                "SECURE_DATA_SANITIZE_QUEUE", "SECURE_DATA_TRAIN_QUEUE"):
         monkeypatch.setenv(key, env[key])
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     assert bag.import_errors == {}
@@ -258,6 +298,12 @@ def test_dag_queues_and_pools_are_served(compose, airflow_home, monkeypatch):
 
     anonymize = bag.dags["secure_pretraining_sanitization"].get_task("anonymize")
     assert anonymize.queue == env["SECURE_DATA_GPU_QUEUE"] != env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+    # The tasks that use the sanitizer identity run where it is, the training task where the trainer is.
+    queues = _worker_queues(compose)
+    sanitization = bag.dags["secure_pretraining_sanitization"]
+    for task_id in ("policy", "preflight", "integrity", "poisoning", "anonymize_merge", "handoff", "report"):
+        assert {sanitization.get_task(task_id).queue} == queues["airflow-worker-sanitize"], task_id
+    assert {bag.dags["secure_training"].get_task("train").queue} == queues["airflow-worker-train"]
     assert anonymize.pool == env["SECURE_DATA_GPU_POOL"]
     assert anonymize.pool in _init_pools(compose)
 

@@ -100,11 +100,26 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name, ".partial"), suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        # mkdtemp made it 0700 (private while partial); published, it gets the mode a mkdir would (umask):
+        # on a deployment where the trainer is another user, the group can read what the sanitizer published.
+        os.chmod(tmp, 0o777 & ~_umask())
         os.rename(tmp, target)  # atomic on one filesystem; fails if target appeared meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(target.parent)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask is process-wide: racy with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o077  # unknown: stay private
 
 
 def fsync_tree(root: str | os.PathLike, *, workers: int = 16) -> int:

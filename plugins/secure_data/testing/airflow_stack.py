@@ -36,6 +36,7 @@ class AirflowStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     parallelism: int = 8
+    drop_env_prefixes: tuple[str, ...] = ()  # variables of this process the components must not inherit
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -54,7 +55,8 @@ class AirflowStack:
             "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
             **self.extra_env,
         }
-        return {**os.environ, **airflow_env(self.home, dags_folder=self.dags_folder, extra=extra)}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(self.drop_env_prefixes or ("\0",))}
+        return {**inherited, **airflow_env(self.home, dags_folder=self.dags_folder, extra=extra)}
 
     def start(self, timeout: float = 120.0) -> AirflowStack:
         self.home = Path(self.home)
