@@ -111,7 +111,7 @@ def test_hard_link_is_quarantined_under_its_own_code_and_never_copied(tmp_path):
 
 def _yaml_with(root, **splits):
     lines = [line for line in (root / "data.yaml").read_text().splitlines()
-             if not line.split(":")[0] in splits]
+             if line.split(":")[0] not in splits]
     lines += [f"{k}: {v}" for k, v in splits.items()]
     (root / "data.yaml").write_text("\n".join(lines) + "\n")
 
