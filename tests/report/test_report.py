@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.report.build import build_report
+from secure_data.testing.browser import require_chromium
 from secure_data.testing.datasets import make_yolo_dataset
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,19 +71,10 @@ def test_report_refuses_tampered_outputs_for_thumbnails(run_with_stages):
     assert 'alt="images/train/train_00000.jpg"' not in html
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (make test installs it on Debian as root)")
-        pytest.skip("chromium not installed")
-    return found
-
-
 def test_report_renders_in_headless_chromium(run_with_stages, tmp_path):
     import cv2
 
-    chromium = _chromium()
+    chromium = require_chromium()
     layout, stages, _ = run_with_stages
     html_path = build_report(layout, stages, dag_id="d", run_id="r")
     shot = tmp_path / "report.png"
