@@ -59,7 +59,9 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
 
     Emits one Asset event on every ``Asset`` in ``outlets`` (default ``[PACKAGE_ASSET]``) with
     ``extra`` = package_uri, package_id, name, manifest_digest, content_digest, counts, key_name,
-    key_version. Returns a ``StageResult`` (stage ``handoff``) whose ``extra`` holds the same facts.
+    key_version, and with an attestation key provenance_uri + provenance_digest (the run's signed
+    ``provenance.intoto.jsonl``, docs/provenance.md). Returns a ``StageResult`` (stage ``handoff``) whose
+    ``extra`` holds the same facts.
     The package id is derived from (dag id, run id, input digest), so a retried task reuses a package
     its previous try already published instead of making a second one.
     """
