@@ -189,6 +189,7 @@ def test_tiles_read_what_the_anonymization_stage_writes(run_with_stages):
     assert "centerface, blazeface" in html
     # residuals found in images that were withheld: not a failure of a successful run, so not red
     assert 'class="v warn" id="n-residual">86<' in html and "in 4 withheld image(s)" in html
+    assert 'id="n-withheld">4<' in html
 
 
 def test_tiles_show_a_dash_where_a_stage_wrote_nothing(run_with_stages):
@@ -196,6 +197,7 @@ def test_tiles_show_a_dash_where_a_stage_wrote_nothing(run_with_stages):
     stages["anonymize"]["extra"] = {}
     html = build_report(layout, stages, dag_id="d", run_id="r").read_text()
     assert 'id="n-rate">-<' in html and 'id="n-residual">-<' in html and 'id="n-findings">-<' in html
+    assert 'id="n-withheld">-<' in html and 'id="verifiers">-<' in html
 
 
 def test_thumbnails_are_ordered_by_obfuscated_boxes(tmp_path):

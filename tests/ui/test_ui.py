@@ -21,7 +21,8 @@ from secure_data.testing.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make
 
 pytestmark = pytest.mark.slow
 
-TILES = ("n-input", "n-accepted", "n-quarantined", "n-warnings", "n-boxes", "n-residual", "n-findings", "n-rate")
+TILES = ("n-input", "n-accepted", "n-quarantined", "n-warnings", "n-boxes", "n-residual", "n-withheld", "n-findings",
+         "n-rate")
 
 
 @pytest.fixture(scope="module")
