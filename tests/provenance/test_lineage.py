@@ -344,3 +344,27 @@ def test_consumer_and_failed_tasks_report_their_datasets():
     failed = operator_lineage(stage, None, failed=True)
     assert [(d.namespace, d.name) for d in failed.inputs] == [("file", "/runs/r/integrity")]
     assert failed.outputs == [] and failed.run_facets == {}
+
+
+def test_operators_and_dags_load_no_openlineage_code():
+    """What the mixin costs at import: nothing. Importing every operator module and parsing the DAGs loads
+    neither our facet module nor the OpenLineage client (so neither needs to be installed)."""
+    import subprocess
+    import sys
+
+    from secure_data.testing.airflow_env import REPO_ROOT
+
+    code = (
+        "import importlib, pkgutil, sys, secure_data.operators as ops\n"
+        "for m in pkgutil.iter_modules(ops.__path__):\n"
+        "    importlib.import_module('secure_data.operators.' + m.name)\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "print('LOADED=' + ','.join(sorted(m for m in sys.modules if m.startswith(('openlineage', "
+        "'secure_data.lineage.facets')))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (loaded,) = [line for line in out.stdout.splitlines() if line.startswith("LOADED=")]
+    assert loaded == "LOADED=", loaded

@@ -181,3 +181,16 @@ def test_no_secret_in_the_statement(run, vault):
     for role in vault.roles:
         assert role.secret_id not in blob and role.role_id not in blob
     assert "wrapped" not in blob and "vault:v" not in blob  # not even the wrapped data key
+
+
+def test_the_runs_package_verifies_with_the_model_signing_cli(run, public_key_pem):
+    """The package the DAG's hand-off published (not one built by a test) carries a valid model.sig."""
+    from secure_data.handoff.package import package_path
+
+    _, stages, _ = run
+    root = package_path(stages["handoff"].extra["package_uri"])
+    model_signing = Path(sys.executable).with_name("model_signing")
+    result = subprocess.run([str(model_signing), "verify", "key", str(root), "--signature", str(root / "model.sig"),
+                             "--public_key", str(public_key_pem)], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
