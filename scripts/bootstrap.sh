@@ -15,7 +15,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # constraints.txt is the full, pinned transitive lock; pyproject.toml pins the direct dependencies.
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[test]'
-# setuptools leaves secure_data.egg-info in plugins/, which Airflow puts on sys.path: a second copy of the
-# package's metadata, so Airflow loaded the airflow.plugins entry point twice ("Plugin 'secure_data' already
-# registered", a plugin import error on the home page). The installed dist-info is the one that counts.
+# A plugins/secure_data.egg-info left by an older install (setup.cfg now writes it under scripts/): Airflow puts
+# plugins/ on sys.path, so it was a second copy of the package metadata and Airflow loaded the airflow.plugins
+# entry point twice ("Plugin 'secure_data' already registered", a plugin import error on the home page).
 rm -rf plugins/secure_data.egg-info

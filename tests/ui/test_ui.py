@@ -96,7 +96,8 @@ def _report_tab(url: str, dag_id: str, run_id: str) -> str:
 
 
 def test_home_page_shows_no_plugin_import_error(services, context):
-    assert services.stack.api("GET", "/api/v2/plugins/importErrors")["total_entries"] == 0
+    errors = services.stack.api("GET", "/api/v2/plugins/importErrors")
+    assert errors["total_entries"] == 0, errors
     watched = _page(context, services)
     watched.goto(services.stack.url + "/")
     watched.page.get_by_text("Health").first.wait_for()
