@@ -69,23 +69,6 @@ def make_images(folder: Path, n: int, width: int, height: int) -> list[Path]:
     return paths
 
 
-def upstream_for(src_root: Path, layout):
-    """A manifest over the images (what the integrity stage hands on) and its StageResult."""
-    from secure_data.dataset.layout import walk_dataset
-    from secure_data.dataset.manifest import FileRecord, count_records, sha256_hex, write_manifest
-    from secure_data.dataset.stage import StageResult
-
-    records = []
-    for entry in walk_dataset(src_root):
-        data = (src_root / entry.relpath).read_bytes()
-        stem = entry.relpath.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        records.append(FileRecord(path=entry.relpath, sha256=sha256_hex(data), size=len(data), kind=entry.kind,
-                                  split=entry.split, sample=f"{entry.split}/{stem}"))
-    path = layout.stage("integrity") / "manifest.jsonl"
-    digest = write_manifest(path, {"stage": "integrity"}, records)
-    return StageResult("integrity", str(path), digest, count_records(records), str(src_root))
-
-
 def ensure_deface_venv(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
@@ -112,6 +95,7 @@ def _child_cpu() -> float:
 def run_ours(engine, config, src_root: Path, work: Path, round_no: int) -> dict:
     from secure_data.anonymize.shard import run_anonymize_shard
     from secure_data.dataset.stage import RunLayout
+    from secure_data.testing.manifests import upstream_for
 
     layout = RunLayout(work / f"ours-{round_no}")
     shutil.rmtree(layout.root, ignore_errors=True)

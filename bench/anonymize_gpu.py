@@ -77,10 +77,9 @@ def model_file(kind: str, cache: Path) -> tuple[Path, str]:
 
 
 def run_ours(engine, config, src_root: Path, work: Path, tag: str) -> dict:
-    from anonymize_cpu import upstream_for
-
     from secure_data.anonymize.shard import run_anonymize_shard
     from secure_data.dataset.stage import RunLayout
+    from secure_data.testing.manifests import upstream_for
 
     layout = RunLayout(work / f"ours-{tag}")
     upstream = upstream_for(src_root, layout)

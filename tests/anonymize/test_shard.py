@@ -169,7 +169,10 @@ def test_progress_is_logged_with_counts_rate_and_eta(dataset, engine, caplog):
     root, layout, up = dataset
     with caplog.at_level(logging.INFO, logger="secure_data.anonymize"):
         result = run_anonymize_shard(up, layout, config=engine.config, engine=engine, progress_interval_s=0)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("anonymize shard 1/1:")]
+    messages = [r.getMessage() for r in caplog.records]
+    # Numbered by the map index (0-based, as the grid shows it); a first line as soon as the models are loaded.
+    assert re.match(r"anonymize shard 0 \(of 1\): \d+ images to do, models loaded$", messages[0]), messages[:2]
+    lines = [m for m in messages if re.match(r"anonymize shard 0 \(of 1\): \d+/\d+ images", m)]
     total = result["counts"]["images"]
     # one line per durable batch of 4, the last one at total/total
     assert len(lines) == -(-total // engine.config.batch_size), lines
@@ -181,4 +184,4 @@ def test_progress_is_logged_with_counts_rate_and_eta(dataset, engine, caplog):
     caplog.clear()  # a re-run finds everything done: one line, all from the earlier try
     with caplog.at_level(logging.INFO, logger="secure_data.anonymize"):
         run_anonymize_shard(up, layout, config=engine.config, engine=engine, progress_interval_s=0)
-    assert not [r for r in caplog.records if r.getMessage().startswith("anonymize shard 1/1:")]
+    assert not [r for r in caplog.records if re.match(r"anonymize shard 0 \(of 1\): \d+/", r.getMessage())]

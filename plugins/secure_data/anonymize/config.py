@@ -18,7 +18,11 @@ from secure_data.dataset.manifest import canonical_json
 
 MODES = ("blur", "pixelate", "fill")
 SHAPES = ("rectangle", "ellipse")
-KINDS = ("yolo", "centerface")
+KINDS = ("yolo", "centerface", "blazeface")
+# Label class names protected by default: boxes the dataset itself marks are always obfuscated.
+DEFAULT_LABEL_CLASSES = ("face", "faces", "plate", "license_plate", "licence_plate", "licenseplate", "number_plate")
+FACE_WORDS = ("face", "faces", "head")
+PLATE_WORDS = ("plate", "license_plate", "licence_plate", "licenseplate", "number_plate", "plates")
 ON_RESIDUAL = ("reobfuscate", "quarantine")
 RESIDUAL_POLICIES = ("quarantine", "fail")
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine")
@@ -30,7 +34,7 @@ class DetectorSpec:
 
     model_path: str
     model_sha256: str
-    kind: str = "yolo"  # "yolo": any Ultralytics detection model (.pt/.onnx/.engine); "centerface": ONNX
+    kind: str = "yolo"  # "yolo": Ultralytics (.pt/.onnx/.engine); "centerface": ONNX; "blazeface": TFLite
     name: str | None = None  # id in the audit log; default: file stem
     conf: float | None = None
     imgsz: int | None = None
@@ -42,7 +46,7 @@ class DetectorSpec:
         if self.kind not in KINDS:
             raise ValueError(f"detector kind must be one of {KINDS}, not {self.kind!r}")
         suffix = Path(self.model_path).suffix.lower()
-        allowed = MODEL_SUFFIXES if self.kind == "yolo" else (".onnx",)
+        allowed = {"yolo": MODEL_SUFFIXES, "centerface": (".onnx",), "blazeface": (".tflite",)}[self.kind]
         if suffix not in allowed:
             raise ValueError(f"{self.kind} model must end in one of {allowed}: {self.model_path!r}")
         if self.conf is not None and not 0.0 < self.conf < 1.0:
@@ -103,6 +107,11 @@ class AnonymizeConfig:
     read_workers: int = 4
     write_workers: int = 4
     prefetch_batches: int = 2
+    # Scale: the smallest face (px, in the image as stored) the detectors must see; tilers and
+    # multi-scale passes are planned from it and the image size.
+    min_face_px: float = 12.0
+    # Label-guided protection: boxes of these label class names (data.yaml) are always obfuscated.
+    label_classes: tuple[str, ...] = DEFAULT_LABEL_CLASSES
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,6 +120,9 @@ class AnonymizeConfig:
         object.__setattr__(self, "detectors", dets)
         object.__setattr__(self, "verifiers", vers)
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        object.__setattr__(self, "label_classes", tuple(str(c) for c in self.label_classes))
+        if not 2.0 <= float(self.min_face_px) <= 1024.0:
+            raise ValueError(f"min_face_px must be in [2, 1024], got {self.min_face_px}")
         if self.fill_color != "mean":
             object.__setattr__(self, "fill_color", tuple(int(c) for c in self.fill_color))
         if not dets:
@@ -163,6 +175,7 @@ class AnonymizeConfig:
             "fill_color": self.fill_color if self.fill_color == "mean" else list(self.fill_color),
             "verify": self.verify, "verify_conf": self.verify_conf, "on_residual": self.on_residual,
             "max_passes": self.max_passes, "escalate_mode": self.escalate_mode, "jpeg_quality": self.jpeg_quality,
+            "min_face_px": self.min_face_px, "label_classes": sorted(self.label_classes),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,10 +198,27 @@ class AnonymizeConfig:
         if unknown:
             raise ValueError(f"unknown anonymize option(s) {sorted(unknown)}")
         values = dict(data)
-        for key in ("detectors", "verifiers", "classes", "fill_color"):
+        for key in ("detectors", "verifiers", "classes", "fill_color", "label_classes"):
             if key in values and values[key] is not None and values[key] != "mean":
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def protected_name(label_name: str, classes: tuple[str, ...]) -> str:
+    """The protected class a label class name stands for (``license_plate`` -> ``plate``)."""
+    low = label_name.lower()
+    if low in classes:
+        return low
+    if low in FACE_WORDS and "face" in classes:
+        return "face"
+    if low in PLATE_WORDS and "plate" in classes:
+        return "plate"
+    return label_name
+
+
+def family(spec: DetectorSpec) -> str:
+    """Detector family: models of one family share blind spots, so a verifier must be of another."""
+    return spec.kind
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -216,7 +246,7 @@ _ALIASES = {"box_padding": "padding", "confidence": "conf", "verify_confidence":
             "iou_threshold": "iou"}
 _INTS = ("imgsz", "max_det", "batch_size", "pixel_cells", "min_block_px", "max_passes", "jpeg_quality",
          "read_workers", "write_workers", "prefetch_batches")
-_FLOATS = ("conf", "iou", "padding", "blur_sigma", "verify_conf")
+_FLOATS = ("conf", "iou", "padding", "blur_sigma", "verify_conf", "min_face_px")
 
 
 def _listish(value: Any) -> list:
@@ -260,8 +290,9 @@ def config_from_options(options: Mapping[str, Any]) -> AnonymizeConfig:
         (detectors if role == "detector" else verifiers).append(spec)
     if not detectors:
         raise ValueError("no detector configured: set model_path and model_sha256 (or detectors)")
-    if "classes" in opts:
-        opts["classes"] = tuple(str(c) for c in _listish(opts["classes"]))
+    for key in ("classes", "label_classes"):
+        if key in opts:
+            opts[key] = tuple(str(c) for c in _listish(opts[key]))
     if "fill_color" in opts and opts["fill_color"] != "mean":
         opts["fill_color"] = tuple(int(c) for c in _listish(opts["fill_color"]))
     for key in _INTS:

@@ -207,8 +207,27 @@ class YoloDetector:
         return results
 
 
+# CenterFace's stride-4 heat map finds faces from about 12 px at native resolution (measured on the
+# real-photo set of bench/anonymize_real.py); a smaller ``min_face_px`` upsamples the image to match.
+CENTERFACE_FLOOR_PX = 12.0
+MAX_NATIVE_PIXELS = 40_000_000  # beyond this a native pass is downscaled (memory of the heat maps)
+
+
+def native_scale(h: int, w: int, floor_px: float, min_face_px: float) -> float:
+    """Scale at which a ``min_face_px`` face reaches the detector's ``floor_px`` (never below 1: native)."""
+    scale = max(1.0, floor_px / max(min_face_px, 1e-6))
+    if h * w * scale * scale > MAX_NATIVE_PIXELS:
+        scale = math.sqrt(MAX_NATIVE_PIXELS / (h * w))
+    return scale
+
+
 class CenterFaceAdapter:
-    """CenterFace behind the same interface; it only knows the class ``face``."""
+    """CenterFace behind the same interface; it only knows the class ``face``.
+
+    Without ``imgsz`` on its spec it runs at the image's own resolution (fully convolutional, so
+    that is one pass over every pixel, like tiles without seams), upsampled when ``min_face_px``
+    is below what it sees natively; with ``imgsz`` it letterboxes to that size as before.
+    """
 
     turns = CpuTurns(enabled=False)
 
@@ -223,7 +242,19 @@ class CenterFaceAdapter:
         self.model_names = {0: CENTERFACE_CLASS}
         self.labels = {0: CENTERFACE_CLASS} if self.active else {}
         self.net = CenterFaceDetector(spec.model_path, spec.model_sha256, device=device)
-        self.imgsz = spec.imgsz or config.imgsz
+        self.imgsz = spec.imgsz
+        self.min_face_px = config.min_face_px
+
+    def _groups(self, images: Sequence[torch.Tensor]):
+        if self.imgsz:
+            return _group_by_canvas(images, self.imgsz, 32, False)
+        groups: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            h, w = int(img.shape[1]), int(img.shape[2])
+            s = native_scale(h, w, CENTERFACE_FLOOR_PX, self.min_face_px)
+            nh, nw = max(1, round(h * s)), max(1, round(w * s))
+            groups.setdefault(((h, w), (math.ceil(nh / 32) * 32, math.ceil(nw / 32) * 32), (nh, nw)), []).append(i)
+        return groups
 
     def detect(self, images: Sequence[torch.Tensor], conf: float) -> list[list[Box]]:
         import torch
@@ -231,7 +262,7 @@ class CenterFaceAdapter:
         results: list[list[Box]] = [[] for _ in images]
         if not self.active:
             return results
-        for ((h, w), canvas, new), idxs in _group_by_canvas(images, self.imgsz, 32, False).items():
+        for ((h, w), canvas, new), idxs in self._groups(images).items():
             cpu_imgs = [images[i].cpu() for i in idxs]
             batch, lb = letterbox_group(cpu_imgs, canvas, new, torch.float32, 0.0)
             with self.turns.exclusive():
@@ -243,7 +274,44 @@ class CenterFaceAdapter:
         return results
 
 
+class BlazeFaceAdapter:
+    """BlazeFace full-range (TFLite) over native-resolution tiles; it only knows the class ``face``."""
+
+    turns = CpuTurns(enabled=False)
+    takes_focus = True  # can re-check only the tiles around changed regions
+
+    def __init__(self, spec: DetectorSpec, config: AnonymizeConfig, device: str) -> None:
+        from secure_data.anonymize.blazeface import BlazeFaceDetector
+
+        self.spec = spec
+        self.name = spec.name
+        self.sha256 = spec.model_sha256
+        wanted = spec.classes if spec.classes is not None else config.classes
+        self.active = "face" in wanted and "face" in config.classes
+        self.model_names = {0: "face"}
+        self.labels = {0: "face"} if self.active else {}
+        self.net = BlazeFaceDetector(spec.model_path, spec.model_sha256)
+        self.min_face_px = config.min_face_px
+
+    def detect(self, images: Sequence[torch.Tensor], conf: float, focus=None) -> list[list[Box]]:
+        import numpy as np
+
+        results: list[list[Box]] = [[] for _ in images]
+        if not self.active:
+            return results
+        for i, img in enumerate(images):
+            rgb = np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy())
+            where = None if focus is None or focus[i] is None else focus[i]
+            with self.turns.exclusive():
+                boxes, scores = self.net.detect(rgb, conf, min_face_px=self.min_face_px, focus=where)
+            results[i] = [Box(b[0], b[1], b[2], b[3], "face", s, self.name)
+                          for b, s in zip(boxes.tolist(), scores.tolist(), strict=True)]
+        return results
+
+
 def load_detector(spec: DetectorSpec, config: AnonymizeConfig, device: str):
     if spec.kind == "centerface":
         return CenterFaceAdapter(spec, config, device)
+    if spec.kind == "blazeface":
+        return BlazeFaceAdapter(spec, config, device)
     return YoloDetector(spec, config, device)

@@ -45,6 +45,8 @@ class Outcome:
     residual_per_pass: tuple[int, ...]  # protected-class detections found by each verification pass
     clean: bool  # the last verification pass found nothing
     verified_by: tuple[str, ...] = ()
+    area_fraction: float = 0.0  # share of the image's pixels that were obfuscated
+    area_outside_labels: float | None = None  # of those, the share outside every labelled protected box
 
     @property
     def residual_first(self) -> int:
@@ -53,6 +55,27 @@ class Outcome:
     def verification(self) -> dict[str, Any]:
         return {"clean": self.clean, "passes": len(self.residual_per_pass),
                 "residual_per_pass": list(self.residual_per_pass), "verified_by": list(self.verified_by)}
+
+    def utility(self) -> dict[str, Any]:
+        return {"area_fraction": round(self.area_fraction, 6),
+                "area_outside_labels": None if self.area_outside_labels is None else round(self.area_outside_labels, 6)}
+
+
+def _area(regions: Sequence[Region], label_regions: Sequence[Region], h: int, w: int) -> tuple[float, float | None]:
+    """(obfuscated share of the image, share of that outside the labelled boxes or None without labels)."""
+    import numpy as np
+
+    if not regions:
+        return 0.0, (0.0 if label_regions else None)
+    mask = np.zeros((h, w), bool)
+    for r in regions:
+        mask[r.y1:r.y2, r.x1:r.x2] = True
+    total = int(mask.sum())
+    if not label_regions:
+        return total / (h * w), None
+    for r in label_regions:
+        mask[r.y1:r.y2, r.x1:r.x2] = False
+    return total / (h * w), int(mask.sum()) / total
 
 
 def _intersects(box: Box, regions: Sequence[Region]) -> bool:
@@ -84,6 +107,14 @@ class AnonymizeEngine:
         if missing:
             offered = {d.name: sorted(set(d.model_names.values())) for d in self.detectors}
             raise ValueError(f"no detector provides class(es) {missing}; the models offer {offered}")
+        # Verification: every verifier, plus the detectors for the classes no verifier covers (those
+        # are re-checked by their own model: a self-check, named as such in the audit).
+        covered = {n for v in self.verifiers for n in v.labels.values()}
+        self.self_checked = {d.name: [n for n in d.labels.values() if n not in covered] for d in self.detectors}
+        self.self_checked = {k: v for k, v in self.self_checked.items() if v}
+        det_families = {s.kind for s in self.config.detectors}
+        self.independent = {cls: sorted(v.name for v in self.verifiers if cls in v.labels.values()
+                                        and v.spec.kind not in det_families) for cls in self.config.classes}
         self.params = self.config.params(self.device_type)
         self.params_sha256 = params_digest(self.params)
         self.models = {d.name: d.sha256 for d in self.detectors + self.verifiers}
@@ -126,18 +157,45 @@ class AnonymizeEngine:
     def _verify_conf(self, det) -> float:
         return min(self._detect_conf(det), self.config.verify_conf)
 
-    def _detect(self, images: Sequence[torch.Tensor], *, verify: bool, low: bool = False) -> list[list[Box]]:
-        """Union of the detectors' boxes. ``verify``: the lower threshold, plus the independent verifiers.
-        ``low``: the detectors alone at the verification threshold (first pass; split by score later)."""
+    def _detect(self, images: Sequence[torch.Tensor], *, low: bool = False) -> list[list[Box]]:
+        """Union of the detectors' boxes (``low``: at the verification threshold; split by score later)."""
         found: list[list[Box]] = [[] for _ in images]
         for det in self.detectors:
-            conf = self._verify_conf(det) if (verify or low) else self._detect_conf(det)
+            conf = self._verify_conf(det) if low else self._detect_conf(det)
             for i, boxes in enumerate(det.detect(images, conf)):
                 found[i].extend(boxes)
-        if verify:
-            for det in self.verifiers:
-                for i, boxes in enumerate(det.detect(images, det.spec.conf or self.config.verify_conf)):
-                    found[i].extend(boxes)
+        return [sorted(b, key=lambda x: x.sort_key) for b in found]
+
+    def _self_check(self, boxes: Sequence[Box]) -> list[Box]:
+        return [b for b in boxes if b.label in self.self_checked.get(b.source, ())]
+
+    def _verify(self, images: Sequence[torch.Tensor], reuse: dict[int, list[Box]],
+                focus: Sequence[Sequence[Region] | None] | None = None) -> list[list[Box]]:
+        """Verification: the verifiers always run; the self-checking detectors only on changed images
+        (on an untouched image they would return the first pass's weak boxes: ``reuse``).
+
+        ``focus`` (re-checks after a re-obfuscation): per image, the regions changed since the last
+        check. Everything a verifier found before was obfuscated in this pass and nothing else changed,
+        so a verifier that can (``takes_focus``) looks again only around those regions.
+        """
+        found: list[list[Box]] = [[] for _ in images]
+        for det in self.verifiers:
+            conf = det.spec.conf or self.config.verify_conf
+            if focus is not None and getattr(det, "takes_focus", False):
+                rects = [None if f is None else [(r.x1, r.y1, r.x2, r.y2) for r in f] for f in focus]
+                out = det.detect(images, conf, focus=rects)
+            else:
+                out = det.detect(images, conf)
+            for i, boxes in enumerate(out):
+                found[i].extend(boxes)
+        run = [i for i in range(len(images)) if i not in reuse]
+        for det in self.detectors:
+            if det.name not in self.self_checked or not run:
+                continue
+            for i, boxes in zip(run, det.detect([images[i] for i in run], self._verify_conf(det)), strict=True):
+                found[i].extend(b for b in boxes if b.label in self.self_checked[det.name])
+        for i, boxes in reuse.items():
+            found[i].extend(self._self_check(boxes))
         return [sorted(b, key=lambda x: x.sort_key) for b in found]
 
     def _regions(self, image: torch.Tensor, boxes: Sequence[Box], padding: float | None = None) -> list[Region]:
@@ -146,16 +204,21 @@ class AnonymizeEngine:
         regions = (padded_region((b.x1, b.y1, b.x2, b.y2), pad, w, h) for b in boxes)
         return [r for r in regions if r is not None]
 
-    def anonymize(self, images: list[torch.Tensor]) -> list[Outcome]:
-        """Obfuscate every protected box in place, then verify (and re-obfuscate) as configured."""
+    def anonymize(self, images: list[torch.Tensor], labels: Sequence[Sequence[Box]] | None = None) -> list[Outcome]:
+        """Obfuscate every protected box in place, then verify (and re-obfuscate) as configured.
+
+        ``labels``: per image, the boxes the dataset's own labels mark as protected; they are
+        obfuscated whatever the detectors say (label-guided protection).
+        """
         c = self.config
         t = self.timings
+        labels = [list(x) for x in labels] if labels is not None else [[] for _ in images]
         start = time.perf_counter()
         # First pass at the verification threshold: boxes at or above the detection threshold are
-        # obfuscated; the weaker ones are what verification would find on an untouched image.
-        raw = self._detect(images, verify=False, low=c.verify)
+        # obfuscated; the weaker ones are what a self-check would find on an untouched image.
+        raw = self._detect(images, low=c.verify)
         conf = {d.name: self._detect_conf(d) for d in self.detectors}
-        detected = [[b for b in boxes if b.score >= conf[b.source]] for boxes in raw]
+        detected = [[b for b in boxes if b.score >= conf[b.source]] + lab for boxes, lab in zip(raw, labels, strict=True)]
         t["detect"] += time.perf_counter() - start
         start = time.perf_counter()
         regions = [self._regions(img, boxes) for img, boxes in zip(images, detected, strict=True)]
@@ -164,20 +227,22 @@ class AnonymizeEngine:
         findings = [[Finding(b, 0, c.mode) for b in boxes] for boxes in detected]
         residual: list[list[int]] = [[] for _ in images]
         clean = [True] * len(images)
-        verified_by = tuple(d.name for d in self.detectors + self.verifiers) if c.verify else ()
+        verified_by = tuple([v.name for v in self.verifiers] + list(self.self_checked)) if c.verify else ()
         pending = list(range(len(images))) if c.verify else []
         # An image nothing was obfuscated in has exactly its input pixels: re-running the same detectors
         # at the same threshold on it gives the first pass's weak boxes again, so take those instead
-        # of a second forward pass (not when independent verifiers are configured: they must run).
-        reuse = {i: raw[i] for i in pending if not regions[i] and not self.verifiers}
+        # of a second forward pass of the self-checking detectors (the verifiers always run).
+        reuse = {i: raw[i] for i in pending if not regions[i]}
+        changed: dict[int, list[Region]] | None = None  # regions re-obfuscated by the last pass
         for pass_no in range(1, c.max_passes + 2):
             if not pending:
                 break
             start = time.perf_counter()
-            run = [i for i in pending if i not in reuse]
-            ran = dict(zip(run, self._detect([images[i] for i in run], verify=True), strict=True)) if run else {}
-            found = [reuse[i] if i in reuse else ran[i] for i in pending]
+            found = self._verify([images[i] for i in pending],
+                                 {k: reuse[i] for k, i in enumerate(pending) if i in reuse},
+                                 None if changed is None else [changed.get(i, []) for i in pending])
             reuse = {}
+            changed = {}
             t["verify"] += time.perf_counter() - start
             for i, boxes in zip(pending, found, strict=True):
                 residual[i].append(len(boxes))
@@ -203,9 +268,16 @@ class AnonymizeEngine:
                 if new:
                     new_imgs.append(images[i])
                     new_regs.append(self._regions(images[i], new))
-                regions[i] = regions[i] + self._regions(images[i], esc, grow) + self._regions(images[i], new)
+                redone = self._regions(images[i], esc, grow) + self._regions(images[i], new)
+                regions[i] = regions[i] + redone
+                changed[i] = redone
             start = time.perf_counter()
             obfuscate_batch(esc_imgs, esc_regs, self.escalate_style)
             obfuscate_batch(new_imgs, new_regs, self.style)
             t["obfuscate"] += time.perf_counter() - start
-        return [Outcome(tuple(f), tuple(r), ok, verified_by) for f, r, ok in zip(findings, residual, clean, strict=True)]
+        outcomes = []
+        for img, f, r, ok, regs, lab in zip(images, findings, residual, clean, regions, labels, strict=True):
+            h, w = int(img.shape[1]), int(img.shape[2])
+            area, outside = _area(regs, self._regions(img, lab), h, w)
+            outcomes.append(Outcome(tuple(f), tuple(r), ok, verified_by, area, outside))
+        return outcomes

@@ -141,10 +141,13 @@ def obfuscate_batch(images: Sequence[torch.Tensor], regions: Sequence[Sequence[R
             grid = F.adaptive_avg_pool2d(roi[None], (cells_y, cells_x))
             _paste(img, r, F.interpolate(grid, size=(r.height, r.width), mode="nearest")[0], style.shape)
         return
-    # blur: pool every region to the same G x G grid, smooth all grids at once, paste each back.
+    # blur: pool every region to the same G x G grid, smooth all grids at once, paste each back. In
+    # float64: the grids are tiny, and at that precision the result no longer depends on how many
+    # threads summed it (float32 flipped a rounded pixel between a 1- and a 2-thread worker, so a retry
+    # elsewhere wrote other bytes).
     g = blur_grid_size(style.blur_sigma)
     grids = torch.cat([
-        F.adaptive_avg_pool2d(img[:, r.y1:r.y2, r.x1:r.x2].float()[None], (g, g)) for img, r in jobs
+        F.adaptive_avg_pool2d(img[:, r.y1:r.y2, r.x1:r.x2].double()[None], (g, g)) for img, r in jobs
     ])
     grids = _blur_grids(grids, sigma_cells=style.blur_sigma * g)
     for k, (img, r) in enumerate(jobs):

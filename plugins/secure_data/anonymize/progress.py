@@ -35,6 +35,13 @@ class Progress:
     _started: float = field(default_factory=time.monotonic)
     _last: float | None = None
 
+    def start(self) -> None:
+        """Log the starting line and start the clock (called once the models are loaded, so the rate
+        and the ETA measure the work, not the loading)."""
+        self._started = time.monotonic()
+        log.info("%s: %d images to do%s, models loaded", self.label, self.total - self.already,
+                 f" ({self.already} done by an earlier try)" if self.already else "")
+
     def add(self, images: int) -> None:
         self.done_now += images
         now = time.monotonic()

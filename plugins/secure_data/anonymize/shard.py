@@ -176,13 +176,66 @@ class _Loaded:
     data: bytes | None = None
     image: Any = None  # decoded tensor (CPU path) or None
     reason: Reason | None = None
+    labels: tuple = ()  # (protected name, cx, cy, w, h) normalised, from the sample's label file
 
 
-def _load(root: str, record: FileRecord, decode_turns: CpuTurns | None) -> _Loaded:
+@dataclass(frozen=True)
+class LabelGuide:
+    """Which label boxes are protected: class id -> protected name, and each sample's label record."""
+
+    protected: Mapping[int, str]
+    records: Mapping[str, FileRecord]
+
+    @classmethod
+    def of(cls, manifest: Manifest, config: AnonymizeConfig) -> LabelGuide:
+        from secure_data.anonymize.config import protected_name
+
+        wanted = {n.lower() for n in config.label_classes}
+        names: list[str] = []
+        for rec in manifest.records:
+            if rec.kind == "meta" and rec.accepted and isinstance(rec.meta.get("class_names"), list):
+                names = [str(n) for n in rec.meta["class_names"]]
+        protected = {i: protected_name(n, config.classes) for i, n in enumerate(names) if n.lower() in wanted}
+        records = {r.sample: r for r in manifest.records if r.kind == "label" and r.accepted and r.sample}
+        return cls(protected, records if protected else {})
+
+    def read(self, root: str, record: FileRecord) -> tuple:
+        """The protected boxes of ``record``'s label file (read once, hash-checked), normalised xywh."""
+        rec = self.records.get(record.sample or "")
+        if rec is None:
+            return ()
+        out = []
+        for line in verified_read(root, rec).decode("utf-8", "replace").splitlines():
+            parts = line.split()
+            try:
+                cls_id, values = int(float(parts[0])), [float(v) for v in parts[1:]]
+            except (ValueError, IndexError):
+                continue  # integrity already judged the file; a bad line here protects nothing less
+            if cls_id not in self.protected or len(values) < 4:
+                continue
+            if len(values) == 4:
+                cx, cy, w, h = values
+            else:  # a segment: x1 y1 x2 y2 ... -> its bounding box
+                xs, ys = values[0::2], values[1::2]
+                cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
+            out.append((self.protected[cls_id], cx, cy, w, h))
+        return tuple(out)
+
+
+def label_boxes(item: _Loaded) -> list:
+    from secure_data.anonymize.detect import Box
+
+    h, w = int(item.image.shape[1]), int(item.image.shape[2])
+    return [Box((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h, name, 1.0, "label")
+            for name, cx, cy, bw, bh in item.labels]
+
+
+def _load(root: str, record: FileRecord, decode_turns: CpuTurns | None, guide: LabelGuide | None = None) -> _Loaded:
     """Read once, verify against the manifest, (on the CPU path: ``decode_turns``) decode. Errors become reasons."""
     try:
         codec.output_suffix(record.path)
         data = verified_read(root, record)
+        labels = guide.read(root, record) if guide is not None else ()
     except IntegrityError as exc:
         return _Loaded(record, reason=Reason("integrity_mismatch", str(exc), STAGE))
     except codec.DecodeError as exc:
@@ -190,10 +243,10 @@ def _load(root: str, record: FileRecord, decode_turns: CpuTurns | None) -> _Load
     except (OSError, UnsafePathError) as exc:
         return _Loaded(record, reason=Reason("unreadable", f"{type(exc).__name__}: {exc}", STAGE))
     if decode_turns is None:
-        return _Loaded(record, data)
+        return _Loaded(record, data, labels=labels)
     try:
         with decode_turns.shared():
-            return _Loaded(record, data, codec.decode_cpu(data))
+            return _Loaded(record, data, codec.decode_cpu(data), labels=labels)
     except codec.DecodeError as exc:
         return _Loaded(record, data, reason=Reason("decode_error", str(exc), STAGE))
 
@@ -215,6 +268,7 @@ def _write_anonymized(engine, paths: StagePaths, record: FileRecord, outcome, im
         "output_sha256": sha256_hex(encoded), "output_size": len(encoded),
         "width": int(image.shape[2]), "height": int(image.shape[1]),
         "boxes": [f.to_list() for f in outcome.findings], "verification": outcome.verification(),
+        "utility": outcome.utility(),
     }
 
 
@@ -238,7 +292,8 @@ def _process_batch(engine, paths: StagePaths, loaded: list[_Loaded], skip: set[s
             else:
                 item.image = img
         ok = [item for item in ok if item.reason is None]
-    outcomes = dict(zip((id(i) for i in ok), engine.anonymize([i.image for i in ok]), strict=True)) if ok else {}
+    outcomes = dict(zip((id(i) for i in ok), engine.anonymize([i.image for i in ok], [label_boxes(i) for i in ok]),
+                        strict=True)) if ok else {}
     encoded: dict[int, bytes] = {}
     if on_gpu:  # one batched nvJPEG call for every clean image still to write
         todo = [i for i in ok if outcomes[id(i)].clean and i.record.path not in skip]
@@ -286,9 +341,13 @@ def run_anonymize_shard(
     records = shard_records(manifest, shard_index, shard_count)
     paths = StagePaths.of(layout)
     shard_dir = paths.shard_dir(shard_index, shard_count)
+    load_started = time.perf_counter()
     engine = engine or AnonymizeEngine(config)
+    model_load_s = time.perf_counter() - load_started
+    guide = LabelGuide.of(manifest, config)
     audit_path = shard_dir / "audit.jsonl"
-    started = time.perf_counter()
+    started = time.perf_counter()  # after model load: the rate and ETA are the work's, not the loading's
+    started_at = time.time()
     with _shard_lock(shard_dir / "lock"):
         if audit_path.exists():  # a retry: clear what the killed try was half-way through writing
             _sweep_partial_writes(paths, records)
@@ -298,8 +357,10 @@ def run_anonymize_shard(
         batches = [records[i:i + size] for i in range(0, len(records), size)]
         todo = [b for b in batches if any(r.path not in done for r in b)]
         processed = sum(1 for b in todo for r in b if r.path not in done)
-        progress = Progress(f"anonymize shard {shard_index + 1}/{shard_count}", total=len(records),
+        # Numbered like the mapped task's map index (0-based), so the log and the grid agree.
+        progress = Progress(f"anonymize shard {shard_index} (of {shard_count})", total=len(records),
                             already=len(records) - processed, interval_s=progress_interval_s)
+        progress.start()
         decode_turns = engine.turns if engine.device_type == "cpu" else None
         with ThreadPoolExecutor(config.read_workers, thread_name_prefix="anon-read") as readers, \
                 ThreadPoolExecutor(config.write_workers, thread_name_prefix="anon-write") as writers, \
@@ -307,7 +368,7 @@ def run_anonymize_shard(
             inflight: deque[list[Future]] = deque()
 
             def prefetch(batch: Sequence[FileRecord]) -> None:
-                inflight.append([readers.submit(_load, up.data_root, r, decode_turns) for r in batch])
+                inflight.append([readers.submit(_load, up.data_root, r, decode_turns, guide) for r in batch])
 
             for batch in todo[: config.prefetch_batches]:
                 prefetch(batch)
@@ -336,8 +397,12 @@ def run_anonymize_shard(
             "models": engine.models, "device": engine.device,
             "audit_path": str(audit_path), "audit_digest": audit_digest,
             "counts": _audit_counts(lines), "processed": processed, "resumed": len(records) - processed,
-            "elapsed_s": round(elapsed, 3),
+            "elapsed_s": round(elapsed, 3), "model_load_s": round(model_load_s, 3),
+            "started_at": round(started_at, 3), "finished_at": round(started_at + elapsed, 3),
             "images_per_s": round(processed / elapsed, 2) if processed and elapsed > 0 else None,
+            "step_seconds": {k: round(v, 3) for k, v in sorted(engine.timings.items())},
+            "verifiers": [{"name": v.name, "sha256": v.sha256, "kind": v.spec.kind} for v in engine.verifiers],
+            "self_checked": engine.self_checked, "independent": engine.independent,
         }
         atomic_write_text(shard_dir / "result.json", canonical_json(result) + "\n")
     if config.residual_policy == "fail" and result["counts"]["quarantined_residual"]:
@@ -359,20 +424,36 @@ def _audit_counts(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     images are quarantined, never published): the goal for both is zero."""
     counts: dict[str, Any] = {"images": 0, ANONYMIZED: 0, QUARANTINED: 0, "boxes": 0, "residual_first_pass": 0,
                               "residual_detections": 0, "reobfuscated_images": 0, "quarantined_residual": 0,
-                              "boxes_per_class": {}}
+                              "boxes_per_class": {}, "boxes_per_source": {}}
     per_class: dict[str, int] = counts["boxes_per_class"]
+    per_source: dict[str, int] = counts["boxes_per_source"]
+    area, area_n, outside, outside_n = 0.0, 0, 0.0, 0
     for line in lines:
         counts["images"] += 1
         counts[line["status"]] += 1
         for box in line.get("boxes") or ():
             counts["boxes"] += 1
             per_class[box[4]] = per_class.get(box[4], 0) + 1
+            per_source[box[6]] = per_source.get(box[6], 0) + 1
+        utility = line.get("utility") or {}
+        if line["status"] == ANONYMIZED and utility:
+            area += utility.get("area_fraction") or 0.0
+            area_n += 1
+            if utility.get("area_outside_labels") is not None:
+                outside += utility["area_outside_labels"] * (utility.get("area_fraction") or 0.0)
+                outside_n += 1
         per_pass = (line.get("verification") or {}).get("residual_per_pass") or []
         counts["residual_first_pass"] += per_pass[0] if per_pass else 0
         counts["residual_detections"] += per_pass[-1] if per_pass else 0
         counts["reobfuscated_images"] += int(line["status"] == ANONYMIZED and len(per_pass) > 1)
         counts["quarantined_residual"] += int(line["status"] == QUARANTINED and bool(per_pass))
     counts["boxes_per_class"] = dict(sorted(per_class.items()))
+    counts["boxes_per_source"] = dict(sorted(per_source.items()))
+    # Utility: the mean share of an image that was obfuscated, and the mean share obfuscated outside the
+    # dataset's own labelled protected boxes (over images that have labels): what obfuscation costs.
+    counts["area_obfuscated"] = round(area / area_n, 6) if area_n else 0.0
+    counts["area_outside_labels"] = round(outside / outside_n, 6) if outside_n else None
+    counts["withheld"] = counts["quarantined_residual"]
     return counts
 
 
@@ -453,6 +534,23 @@ def merge_anonymize(
     manifest_path = paths.stage_dir / "manifest.jsonl"
     digest = write_manifest(manifest_path, header, out_records)
     totals = _audit_counts([lines[rec.path] for rec in images])
+    processed = sum(int(r.get("processed") or 0) for r in shard_results)
+    starts = [r["started_at"] for r in shard_results if r.get("started_at") is not None]
+    ends = [r["finished_at"] for r in shard_results if r.get("finished_at") is not None]
+    span = (max(ends) - min(starts)) if starts and ends else 0.0
+    first = shard_results[0]
+    totals.update({
+        # Images per second over the shards' working span (models loaded; shards may overlap).
+        "images_per_second": round(processed / span, 3) if processed and span > 0 else None,
+        "processed": processed,
+        "detectors": [{"name": s.name, "sha256": s.model_sha256, "kind": s.kind} for s in config.detectors],
+        "verifiers": first.get("verifiers") or [{"name": s.name, "sha256": s.model_sha256, "kind": s.kind}
+                                                 for s in config.verifiers],
+        "independent": first.get("independent") or {},
+        "self_checked": first.get("self_checked") or {},
+        "step_seconds": {k: round(sum(float((r.get("step_seconds") or {}).get(k, 0.0)) for r in shard_results), 3)
+                         for k in sorted({k for r in shard_results for k in (r.get("step_seconds") or {})})},
+    })
     return StageResult(
         stage=STAGE, manifest_path=str(manifest_path), manifest_digest=digest, counts=count_records(out_records),
         data_root=str(paths.data_root),

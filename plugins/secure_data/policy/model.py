@@ -229,24 +229,20 @@ def deployment_detectors() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     path, sha = os.environ.get("SECURE_DATA_MODEL_PATH", ""), os.environ.get("SECURE_DATA_MODEL_SHA256", "")
     if path and sha:
         detectors.append({"model_path": path, "model_sha256": sha, "kind": "yolo"})
+    # The real face set (CenterFace detects, BlazeFace verifies) from SECURE_DATA_FACE_MODELS_DIR, added to
+    # the deployment's own model: a run over real photographs never relies on that model alone for faces.
+    from secure_data.anonymize import builtin
+
+    found = builtin.default_detectors()
+    if found:
+        return (detectors + [_as_spec_dict(d) for d in found.get("detectors", ())],
+                [_as_spec_dict(d) for d in found.get("verifiers", ())])
     face, face_sha = (os.environ.get("SECURE_DATA_FACE_MODEL_PATH", ""),
                       os.environ.get("SECURE_DATA_FACE_MODEL_SHA256", ""))
     if face and face_sha:
         detectors.append({"model_path": face, "model_sha256": face_sha, "kind": "centerface", "name": "centerface",
-                          "classes": ("face",), "conf": 0.5})
-    if detectors:
-        return detectors, []
-    try:
-        from secure_data.anonymize import builtin
-    except ImportError:
-        return [], []
-    if not hasattr(builtin, "default_detectors"):
-        return [], []
-    found = builtin.default_detectors()
-    if isinstance(found, Mapping):
-        return ([_as_spec_dict(d) for d in found.get("detectors", ())],
-                [_as_spec_dict(d) for d in found.get("verifiers", ())])
-    return [_as_spec_dict(d) for d in found], []
+                          "classes": ("face",), "conf": builtin.CENTERFACE_CONF})
+    return detectors, []
 
 
 def _as_spec_dict(spec: Any) -> dict[str, Any]:
