@@ -245,7 +245,8 @@ class FaultLab:
                                  include_real_photos=real_photos, seed=seed if seed is not None else 100 + self._datasets)
 
     def trigger(self, source: Path, **conf: Any) -> str:
-        return self.stack.trigger(SANITIZE_DAG, {"source": str(source), **self.services.models, **conf})
+        # No model params: the models come from the deployment (DemoServices sets them on every process).
+        return self.stack.trigger(SANITIZE_DAG, {"source": str(source), **conf})
 
     def layout(self, run_id: str, dag_id: str = SANITIZE_DAG):
         from secure_data.dataset.stage import RunLayout
