@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from secure_data.operators.links import RunReportLink
+from secure_data.operators.links import REPORT_TAB_ROUTE, RunReportLink
 
 
 def _create_app():
@@ -105,6 +105,6 @@ class SecureDataPlugin(AirflowPlugin):
             "name": "Sanitization report",
             "href": "secure-data/reports/{DAG_ID}/{RUN_ID}/",
             "destination": "dag_run",
-            "url_route": "secure-data-report",
+            "url_route": REPORT_TAB_ROUTE,
         }
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from secure_data.operators.links import report_tab_url
 from secure_data.report import serve
 from secure_data.report.param_errors import readable
 
@@ -59,3 +60,9 @@ def test_param_refusal_becomes_one_readable_sentence():
     assert text.startswith("Reference manifest digest (reference_digest): 'abc123' does not match")
     assert "Expected: sha256:<hex> of the reference manifest." in text and "Failed validating" not in text
     assert readable("something else", params) == "something else"
+
+
+def test_run_report_link_opens_the_runs_report_tab_inside_airflow():
+    assert (report_tab_url("secure_pretraining_sanitization", "manual__2026-12-02T00:53:15+00:00")
+            == "/dags/secure_pretraining_sanitization/runs/manual__2026-12-02T00%3A53%3A15%2B00%3A00"
+               "/plugin/secure-data-report")

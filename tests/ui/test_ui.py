@@ -151,7 +151,16 @@ def test_report_tab_waits_for_the_run_then_shows_every_tile(services, context, r
     assert float(tiles["n-rate"]) > 0 and int(tiles["n-boxes"]) > 0
     assert "bad" not in (frame.locator("#n-residual").get_attribute("class") or "")
     watched.page.screenshot(path=str(shots / "report-tab.png"))
-    report = _page(context, services)  # the report on its own (the Run report link), for the whole page
+    # The report task's "Run report" link (task Details) opens this same tab, inside the Airflow UI.
+    quoted = urllib.parse.quote(run["run_id"], safe="")
+    links = services.stack.api("GET", f"/api/v2/dags/{SANITIZE_DAG}/dagRuns/{quoted}/taskInstances/report/links")
+    link = links["extra_links"]["Run report"]
+    assert link.endswith("/plugin/secure-data-report"), link
+    via_link = _page(context, services)
+    via_link.goto(services.stack.url + link)
+    via_link.page.frame_locator("iframe").first.get_by_text("secure-data run report").wait_for()
+    via_link.page.close()
+    report = _page(context, services)  # the report page on its own, for a whole-page screenshot
     report.goto(services.stack.url + services.stack.xcom(SANITIZE_DAG, run["run_id"], "report")["report_url"])
     report.page.screenshot(path=str(shots / "report-page.png"), full_page=True)
     assert report.outside == [] and report.dialogs == []
