@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_data.testing.browser import Watched, browser
+from secure_data.testing.browser import Watched, browser, require_chromium
 from secure_data.testing.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make_demo_dataset
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,7 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
+    require_chromium()  # skip (or fail under CI) before starting a stack that no browser will look at
     work = tmp_path_factory.mktemp("ui")
     # A small dataset with the two real photos (faces) as the form's default source.
     source = make_demo_dataset(work / "dataset", n_train=4, n_val=2)
