@@ -3,6 +3,9 @@
     python bench/poison_attacks.py                     # 600 images (480 train / 120 val) at 160 px
     python bench/poison_attacks.py --images 400 --attacks label_flip trigger_random --rates 0.1
     python bench/poison_attacks.py --backbone          # + feature_outlier (spectral signatures, demo yolo11n)
+    python bench/poison_attacks.py --suite outside     # IBM ART BadDet attacks + copy transforms, real photos,
+                                                       # ours beside CleanVision and cleanlab (bench/poison_peers.py)
+    python bench/poison_attacks.py --suite outside --images 300 --sources photos --rates 0.05 --peers
 
 For every attack and poison rate, the same clean dataset is poisoned by
 ``secure_data.testing.attacks.inject_attack``, the full stage (``run_poisoning``)
@@ -90,7 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", action="store_true",
                     help="also run with the feature_outlier check (demo yolo11n; trains it once if not cached)")
     ap.add_argument("--backbone-device", default="auto")
+    ap.add_argument("--suite", choices=("own", "outside"), default="own",
+                    help="own: this project's generator (above); outside: IBM ART BadDet attacks and copy "
+                         "transforms on generated scenes and real photographs, with peers")
+    ap.add_argument("--sources", nargs="*", default=["generated", "photos"], choices=("generated", "photos"))
+    ap.add_argument("--photo-size", type=int, default=224)
+    ap.add_argument("--art-attacks", nargs="*", default=None, help="default: all four BadDet attacks")
+    ap.add_argument("--triggers", nargs="*", default=["patch", "blended"])
+    ap.add_argument("--transforms", nargs="*", default=None, help="copy transforms (default: all)")
+    ap.add_argument("--copy-attacks", nargs="*", default=["label_flip", "split_leak"])
+    ap.add_argument("--peers", nargs="*", default=["cleanvision", "cleanlab"], choices=("cleanvision", "cleanlab"))
     args = ap.parse_args(argv)
+    if args.suite == "outside":
+        from poison_outside import run_outside
+
+        return run_outside(args, argv)
 
     config = PoisoningConfig()
     on_config = None

@@ -34,7 +34,14 @@ CHECKS = (
     "distribution_drift",  # class balance / box statistics differ from a reference manifest
     "unreadable",  # image bytes that no longer match the manifest or do not decode
     "feature_outlier",  # optional (backbone_model): spectral-signature outliers of YOLO backbone features
+    "unlabelled_object",  # optional (backbone_model): a confident detection no label covers (object disappearance)
+    "phantom_box",  # optional (backbone_model): a labelled box where the model sees nothing (object generation)
+    "detector_class_conflict",  # optional (backbone_model): the model confidently sees another class
+    "repeated_patch",  # one small picture pasted into many unrelated images, wherever it sits (any labels)
 )
+
+# Checks that run only with a backbone_model (left out of to_dict() while it is off, see below).
+BACKBONE_CHECKS = ("feature_outlier", "unlabelled_object", "phantom_box", "detector_class_conflict")
 
 # Fields of the optional backbone check. While it is off (no backbone_model), those at their defaults
 # (and its default policy) are left out of to_dict(), which goes into the stage manifest's header:
@@ -42,6 +49,7 @@ CHECKS = (
 BACKBONE_FIELDS = (
     "backbone_model", "backbone_model_sha256", "backbone_device", "backbone_imgsz", "backbone_batch",
     "backbone_layers", "feature_outlier_z", "feature_min_class_boxes",
+    "presence_conf", "presence_low_conf", "presence_iou",
 )
 
 DEFAULT_ACTIONS: Mapping[str, str] = {
@@ -55,6 +63,10 @@ DEFAULT_ACTIONS: Mapping[str, str] = {
     "distribution_drift": WARN,
     "unreadable": QUARANTINE,
     "feature_outlier": WARN,
+    "unlabelled_object": QUARANTINE,
+    "phantom_box": QUARANTINE,
+    "detector_class_conflict": QUARANTINE,
+    "repeated_patch": QUARANTINE,
 }
 
 
@@ -66,6 +78,8 @@ POLICY_GROUPS: Mapping[str, tuple[str, ...]] = {
     "outlier_policy": ("box_outlier", "box_misaligned", "class_confusion"),
     "drift_policy": ("distribution_drift",),
     "backbone_policy": ("feature_outlier",),
+    "presence_policy": ("unlabelled_object", "phantom_box", "detector_class_conflict"),
+    "patch_policy": ("repeated_patch",),
 }
 
 
@@ -112,6 +126,10 @@ class PoisoningConfig:
     near_dup_radius: int = 8  # Hamming bits; re-encodes/resizes/crops sit at 0-6, unrelated images ~32
     match_mirrored: bool = True  # also pair an image with the horizontal mirror of another
     dup_min_inliers: int = 40  # ORB/RANSAC inliers that confirm a pHash candidate (copies: 70+, others: <25)
+    # ... or, where ORB finds too little texture, this zero-mean correlation of 64x64 thumbnails after the
+    # best small shift (only where an image has < 100 ORB corners;
+    # copies: 0.97+, while flat-background pHash neighbours that are not copies reach 0.94-0.97)
+    dup_min_correlation: float = 0.97
     box_match_iou: float = 0.5  # boxes of two near-duplicates are "the same box" above this IoU
 
     # per-class robust box statistics
@@ -162,6 +180,15 @@ class PoisoningConfig:
     # benchmark's): 5 let one clean box through under a 10 % box shift, 6 none; clean sets alone stay < 3.
     feature_outlier_z: float = 6.0
     feature_min_class_boxes: int = 50  # classes with fewer boxes are not scored (no stable direction)
+    # presence checks (same model): labels vs detections, matched by IoU across classes
+    presence_conf: float = 0.5  # a detection this sure is an object (unlabelled_object, detector_class_conflict)
+    presence_low_conf: float = 0.05  # a labelled box with no detection even this weak is a phantom
+    presence_iou: float = 0.3  # a detection and a box overlap (as the same object) from this IoU
+
+    # repeated patch: the same small picture in many unrelated images, found without label evidence
+    patch_min_images: int = 5  # unrelated images (duplicate groups) one patch must appear in
+    patch_min_codes: int = 20  # distinct block codes two images must share inside one compact region
+    patch_max_image_fraction: float = 0.25  # a pattern in more images than this is the domain, not a patch
 
     workers: int = 1  # processes for per-sample feature extraction (1: in-process)
     seed: int = 0  # for the template sample; the stage is deterministic
@@ -204,6 +231,8 @@ class PoisoningConfig:
             raise ValueError("backbone_imgsz must be >= 0, backbone_batch >= 1, feature_min_class_boxes >= 2")
         if self.feature_outlier_z <= 0:
             raise ValueError("feature_outlier_z must be > 0")
+        if not (0 < self.presence_low_conf < self.presence_conf < 1 and 0 < self.presence_iou < 1):
+            raise ValueError("presence thresholds need 0 < presence_low_conf < presence_conf < 1, 0 < presence_iou < 1")
         object.__setattr__(self, "backbone_layers", tuple(int(i) for i in self.backbone_layers))
 
     @property
@@ -257,8 +286,9 @@ class PoisoningConfig:
             for name in BACKBONE_FIELDS:
                 if out[name] == getattr(defaults, name):
                     del out[name]
-            if out["policies"]["feature_outlier"] == DEFAULT_ACTIONS["feature_outlier"]:
-                del out["policies"]["feature_outlier"]
+            for check in BACKBONE_CHECKS:
+                if out["policies"][check] == DEFAULT_ACTIONS[check]:
+                    del out["policies"][check]
         if "backbone_layers" in out:
             out["backbone_layers"] = list(self.backbone_layers)
         return out

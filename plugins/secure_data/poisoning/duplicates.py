@@ -41,6 +41,7 @@ class DupEdge:
     mirrored: bool  # b is a mirror image of a
     inliers: int | None = None  # geometric verification: ORB matches consistent with one similarity
     transform: tuple[float, ...] | None = None  # 2x3 affine, b's normalised coords -> a's (mirror included)
+    correlation: float | None = None  # thumbnail verification (where ORB found too little texture)
 
 
 class _UnionFind:
@@ -188,8 +189,52 @@ def verify_pair(gray_a, gray_b, *, mirrored: bool, min_inliers: int) -> tuple[in
     return inliers, tuple(round(float(v), 5) for v in norm.ravel())
 
 
+_THUMB = 64  # side of the thumbnails the texture-free verification correlates
+# Fewer ORB corners than this (of 500 asked for) in either image: too little texture for ORB to decide.
+# Generated scenes and photographs give 300-500; a sky, a wall or a flat graphic far fewer.
+_LOW_TEXTURE_CORNERS = 100
+
+
+def _thumb(gray, mirrored: bool = False):
+    import cv2
+    import numpy as np
+
+    t = cv2.resize(gray, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return np.ascontiguousarray(t[:, ::-1]) if mirrored else t
+
+
+def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[float, ...] | None]:
+    """Zero-mean normalised correlation of 64x64 thumbnails after the best translation (phase
+    correlation), and the b -> a normalised transform it implies.
+
+    ORB needs corners; a sky, a wall, a flat generated background has few, so two copies of a
+    low-texture picture may share too few keypoints to confirm. Their thumbnails still agree pixel for
+    pixel after a small shift (re-encoding, brightness and contrast changes do not move the zero-mean
+    correlation), while different pictures with the same coarse layout (what pHash pairs) do not.
+    """
+    import cv2
+    import numpy as np
+
+    ta, tb = _thumb(gray_a), _thumb(gray_b, mirrored)
+    win = cv2.createHanningWindow((_THUMB, _THUMB), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(tb, ta, win)
+    if max(abs(dx), abs(dy)) > _THUMB / 8:
+        return 0.0, None  # more than an eighth of the picture away: not a small shift or crop
+    moved = cv2.warpAffine(tb, np.float32([[1, 0, dx], [0, 1, dy]]), (_THUMB, _THUMB), borderMode=cv2.BORDER_REFLECT)
+    m = int(np.ceil(max(abs(dx), abs(dy)))) + 1  # compare where both thumbnails have pixels
+    a, b = ta[m:-m, m:-m].ravel(), moved[m:-m, m:-m].ravel()
+    a, b = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    score = float((a * b).sum() / denom) if denom > 1e-6 else 0.0
+    tx, ty = dx / _THUMB, dy / _THUMB
+    transform = (-1.0, 0.0, 1.0 + tx, 0.0, 1.0, ty) if mirrored else (1.0, 0.0, tx, 0.0, 1.0, ty)
+    return score, tuple(round(float(v), 5) for v in transform)
+
+
 def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
-    """Keep exact edges; keep a pHash edge only if the two images verify geometrically."""
+    """Keep exact edges; keep a pHash edge if the two images verify geometrically (ORB + RANSAC) or,
+    where ORB finds too little texture, if their thumbnails correlate after a small shift. A pair at
+    pHash distance 0 is never dropped (its verification is recorded, whatever it found)."""
     import cv2
 
     cache: dict[int, Any] = {}
@@ -206,6 +251,13 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
             cache[i] = g
         return cache[i]
 
+    n_corners: dict[int, int] = {}
+
+    def corners(i: int, g) -> int:
+        if i not in n_corners:
+            n_corners[i] = len(_keypoints(g)[0])
+        return n_corners[i]
+
     kept = []
     for e in sorted(edges, key=lambda e: (e.a, e.b)):
         if e.kind == "exact":
@@ -217,6 +269,15 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
         inliers, transform = verify_pair(ga, gb, mirrored=e.mirrored, min_inliers=config.dup_min_inliers)
         if inliers >= config.dup_min_inliers:
             kept.append(DupEdge(e.a, e.b, e.kind, e.distance, e.mirrored, inliers, transform))
+            continue
+        # ORB had corners to judge by and found no common transform: a different picture. Only where one
+        # side has too few corners (low texture) is the thumbnail correlation asked instead.
+        low_texture = min(corners(e.a, ga), corners(e.b, gb)) < _LOW_TEXTURE_CORNERS
+        score, shift = thumbnail_match(ga, gb, mirrored=e.mirrored) if low_texture or e.distance == 0 else (0.0, None)
+        confirmed = low_texture and score >= config.dup_min_correlation
+        if confirmed or e.distance == 0:
+            kept.append(DupEdge(e.a, e.b, e.kind, e.distance, e.mirrored, inliers,
+                                shift if confirmed else None, round(score, 4)))
     return kept
 
 
@@ -319,6 +380,7 @@ def check_duplicates(
             doc = {
                 "first": sa.key, "second": sb.key, "kind": e.kind, "hamming": e.distance,
                 "mirrored": e.mirrored, "verified_inliers": e.inliers, "labels": cmp,
+                **({"verified_correlation": e.correlation} if e.correlation is not None else {}),
             }
             edge_docs.append(doc)
             if labels_conflict(cmp):

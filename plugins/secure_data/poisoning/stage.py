@@ -50,6 +50,7 @@ from secure_data.poisoning.features import (
     template_frames,
 )
 from secure_data.poisoning.findings import Finding, make_finding, plain, write_findings
+from secure_data.poisoning.patches import check_repeated_patches
 from secure_data.poisoning.samples import Sample, collect_samples
 from secure_data.poisoning.triggers import check_triggers
 
@@ -201,6 +202,13 @@ def analyse(
     f_ok = [feats[i] for i in ok]
 
     content = check_box_outliers(s_ok, config) + check_box_fits(s_ok, f_ok, config, names)
+    if config.backbone_enabled:
+        # Labels against the pinned domain model's detections. Unlike feature_outlier, these feed the
+        # content flags (blame in duplicate conflicts) and the trigger seeds: a label an object
+        # detector contradicts is a label anomaly like any other.
+        from secure_data.poisoning.presence import check_presence
+
+        content += check_presence(root, s_ok, config, names)
     findings += content
     content_flags: dict[str, int] = {}
     for fnd in content:
@@ -222,6 +230,7 @@ def analyse(
     seeds |= {k for fnd in dups if fnd.check == "duplicate_label_conflict" for k in fnd.suspects}
     seeds |= {s.key for s in s_ok if not s.boxes}
     findings += check_triggers(s_ok, f_ok, groups, seeds, config, names)
+    findings += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
     if config.backbone_enabled:
         # Optional: a pinned detection model's features; it does not feed the trigger seeds, so the
         # other checks report the same with it on or off.

@@ -125,6 +125,25 @@ def near_copy(src_bytes: bytes, boxes, kind: str, rng, crop_max: float = 0.02) -
             if bx2 > bx1 and by2 > by1:
                 moved.append([c, (bx1 + bx2) / 2, (by1 + by2) / 2, bx2 - bx1, by2 - by1])
         return _encode(crop), moved
+    if kind == "resize":  # a few % smaller or larger; normalised boxes stay
+        f = float(rng.choice([rng.uniform(0.85, 0.96), rng.uniform(1.04, 1.2)]))
+        size = (max(8, int(round(w * f))), max(8, int(round(h * f))))
+        return _encode(cv2.resize(img, size, interpolation=cv2.INTER_AREA), int(rng.integers(80, 96))), \
+            [list(b) for b in boxes]
+    if kind == "flip":  # mirror image, mirrored boxes
+        return _encode(np.ascontiguousarray(img[:, ::-1])), [[c, 1.0 - cx, cy, bw, bh] for c, cx, cy, bw, bh in boxes]
+    if kind == "colour":  # hue, saturation and brightness shift
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
+        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-10, 11))) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.75, 1.25), 0, 255)
+        hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.85, 1.15), 0, 255)
+        return _encode(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)), [list(b) for b in boxes]
+    if kind == "shift_mix":  # shifted a few pixels (reflected border), brightened, re-encoded
+        dx, dy = (int(v) * int(rng.choice([-1, 1])) for v in rng.integers(2, 7, size=2))
+        moved_img = cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REFLECT)
+        moved_img = cv2.convertScaleAbs(moved_img, alpha=float(rng.uniform(1.0, 1.12)), beta=float(rng.uniform(0, 12)))
+        moved = [[c, cx + dx / w, cy + dy / h, bw, bh] for c, cx, cy, bw, bh in boxes]
+        return _encode(moved_img, int(rng.integers(70, 90))), moved
     raise ValueError(f"unknown copy kind {kind!r}")
 
 
@@ -176,8 +195,13 @@ def inject_attack(
     shift: tuple[float, float] = (0.5, 1.0),
     crop_max: float = 0.02,
     jpeg_quality: int = 92,
+    copy_kinds: tuple[str, ...] = COPY_KINDS,
 ) -> AttackedDataset:
-    """Copy ``clean_root`` to ``out_root`` and poison ``round(rate * n_images)`` samples."""
+    """Copy ``clean_root`` to ``out_root`` and poison ``round(rate * n_images)`` samples.
+
+    ``copy_kinds``: how ``label_flip`` / ``split_leak`` copies are made (one drawn per copy), from
+    :data:`COPY_KINDS` and :data:`COPY_TRANSFORMS`.
+    """
     import numpy as np
 
     if attack not in ATTACKS:
@@ -212,7 +236,7 @@ def inject_attack(
         kinds = []
         for slot, src in zip(slots, srcs, strict=True):
             s_img, s_lbl = paths(src)
-            kind = COPY_KINDS[int(rng.integers(0, len(COPY_KINDS)))]
+            kind = copy_kinds[int(rng.integers(0, len(copy_kinds)))]
             data, boxes = near_copy(s_img.read_bytes(), _read_boxes(s_lbl), kind, rng, crop_max)
             if attack == "label_flip":
                 boxes = [[(int(b[0]) + 1) % n_classes, *b[1:]] for b in boxes]
@@ -221,7 +245,7 @@ def inject_attack(
             _write_boxes(d_lbl, boxes)
             kinds.append(kind)
         poisoned, sources = set(slots), set(srcs)
-        details["copy_kinds"] = {kd: kinds.count(kd) for kd in COPY_KINDS}
+        details["copy_kinds"] = {kd: kinds.count(kd) for kd in copy_kinds}
         details["crop_max"] = crop_max
         details["copies"] = [[slot, src, kd] for slot, src, kd in zip(slots, srcs, kinds, strict=True)]
     elif attack.startswith("trigger_"):
@@ -307,3 +331,243 @@ def integrity_like_manifest(root: str | os.PathLike, out_dir: str | os.PathLike)
     digest = write_manifest(path, {"stage": "integrity", "source": "integrity_like_manifest"}, records)
     return StageResult(stage="integrity", manifest_path=str(path), manifest_digest=digest,
                        counts=count_records(records), data_root=str(root))
+
+
+# ---------------------------------------------------------------- attacks nobody here wrote (IBM ART BadDet)
+#
+# The attacks above are this project's own. The BadDet attacks below are IBM ART's implementations
+# (adversarial-robustness-toolbox, pinned in the test extra), driven on our datasets: the poisoning
+# itself (which images, where the trigger goes, which labels change) is ART's code and its RNG.
+
+ART_ATTACKS = ("baddet_oga", "baddet_rma", "baddet_gma", "baddet_oda")
+# kind -> (trigger side as a multiple of trigger_px, ART insert_image blend factor)
+TRIGGER_KINDS = {"patch": (1.0, 1.0), "blended": (1.5, 0.5)}
+# Copy transforms an attacker uses to hide a copy from exact / pHash matching.
+COPY_TRANSFORMS = ("resize", "crop", "reencode", "flip", "colour", "shift_mix")
+
+# Real photographs that ship inside wheels this project installs (no download): Ultralytics assets,
+# scikit-learn sample images, Matplotlib sample data, scikit-image data.
+PHOTO_SOURCES = (
+    ("ultralytics", "assets/bus.jpg"), ("ultralytics", "assets/zidane.jpg"),
+    ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("skimage", "data/astronaut.png"), ("skimage", "data/chelsea.png"), ("skimage", "data/coffee.png"),
+    ("skimage", "data/motorcycle_left.png"), ("skimage", "data/rocket.jpg"), ("skimage", "data/camera.png"),
+    ("skimage", "data/coins.png"), ("skimage", "data/moon.png"), ("skimage", "data/grass.png"),
+    ("skimage", "data/gravel.png"), ("skimage", "data/brick.png"), ("skimage", "data/hubble_deep_field.jpg"),
+    ("skimage", "data/retina.jpg"), ("skimage", "data/color.png"),
+)
+
+
+def photo_paths() -> list[Path]:
+    """The shipped photographs that are installed here (a missing package just contributes none)."""
+    import importlib.util
+
+    out = []
+    for package, rel in PHOTO_SOURCES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.origin:
+            continue
+        path = Path(spec.origin).parent / rel
+        if path.is_file():
+            out.append(path)
+    return out
+
+
+def _load_photos():
+    import cv2
+
+    photos = []
+    for p in photo_paths():
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is not None and min(img.shape[:2]) >= 96:
+            photos.append(img)
+    if len(photos) < 4:
+        raise RuntimeError("fewer than 4 shipped photographs found: install the test extra (scikit-image etc.)")
+    return photos
+
+
+def make_photo_dataset(root: str | os.PathLike, *, n_train: int = 480, n_val: int = 120, size: int = 224,
+                       seed: int = 0, max_objects: int = 3, jpeg_quality: int = 92) -> Path:
+    """A YOLO dataset on real photographs: each image a random crop (scale, position, mirror) of a shipped
+    photograph, with 1..max_objects of the generator's objects drawn on it and labelled.
+
+    The photographs carry the real-image statistics (texture, sky, sensor noise, JPEG history) the
+    checks must not mistake for a trigger or a copy; the drawn objects are what the labels describe
+    (no labelled real photographs ship in a wheel).
+    """
+    import cv2
+    import numpy as np
+
+    from secure_data.testing.datasets import CLASS_NAMES, _draw_object, draw_sample
+
+    photos = _load_photos()
+    rng = np.random.default_rng([seed, 7])
+    root = Path(root)
+    (root / "data.yaml").parent.mkdir(parents=True, exist_ok=True)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    for split, count in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            photo = photos[int(rng.integers(0, len(photos)))]
+            h, w = photo.shape[:2]
+            side = int(min(h, w) * rng.uniform(0.3, 0.8))
+            x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            img = cv2.resize(photo[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+            if rng.random() < 0.5:
+                img = np.ascontiguousarray(img[:, ::-1])
+            # the generator's object placement (boxes), drawn on the photograph instead of its background
+            _, boxes = draw_sample(rng, size, size, max_objects)
+            for box in boxes:
+                _draw_object(img, box, rng)
+            stem = f"{split}_{i:05d}"
+            (root / "images" / split / f"{stem}.jpg").write_bytes(_encode(img, jpeg_quality))
+            (root / "labels" / split / f"{stem}.txt").write_text(
+                "".join(b.yolo_line(size, size) + "\n" for b in boxes))
+    return root
+
+
+def trigger_image(path: str | os.PathLike, kind: str = "logo", seed: int = 0) -> Path:
+    """Write a trigger picture (RGBA PNG) for ART's ``insert_image``: ``logo`` is scikit-image's logo
+    (shipped in its wheel), ``checker`` a seeded two-colour 4x4 checkerboard."""
+    import cv2
+    import numpy as np
+
+    path = Path(path)
+    if kind == "logo":
+        import importlib.util
+
+        spec = importlib.util.find_spec("skimage")
+        src = Path(spec.origin).parent / "data" / "logo.png" if spec and spec.origin else None
+        img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED) if src else None
+        if img is None:
+            raise RuntimeError("scikit-image's data/logo.png not found: install the test extra")
+        if img.shape[2] == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+        img[..., 3] = 255  # opaque: a patch, not a cut-out
+    elif kind == "checker":
+        rng = np.random.default_rng(seed + 104729)
+        a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        while np.abs(a.astype(int) - b.astype(int)).sum() < 300:
+            b = rng.integers(0, 256, 3)
+        cells = (np.indices((4, 4)).sum(0) % 2).astype(bool)
+        img = np.where(cells[..., None], a, b).astype(np.uint8)
+        img = cv2.cvtColor(cv2.resize(img, (64, 64), interpolation=cv2.INTER_NEAREST), cv2.COLOR_BGR2BGRA)
+    else:
+        raise ValueError(f"unknown trigger picture {kind!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def inject_art_attack(
+    clean_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    *,
+    attack: str,
+    rate: float,
+    trigger: str = "patch",
+    trigger_picture: str = "checker",
+    trigger_px: int = 12,
+    seed: int = 0,
+    class_source: int = 0,
+    class_target: int = 1,
+    jpeg_quality: int = 92,
+) -> AttackedDataset:
+    """Copy ``clean_root`` and poison its train split with one of IBM ART's BadDet attacks.
+
+    ``round(rate * n_images)`` train images are poisoned (ART's ``percent_poison`` is set so; the
+    source-class attacks pick among images holding ``class_source``). The trigger is ART's
+    ``insert_image`` at a random position (inside the box it poisons for RMA/ODA/OGA, anywhere in
+    the image for GMA), opaque (``patch``) or blended at 0.5 over a 1.5x larger area (``blended``).
+    """
+    import numpy as np
+    from art.attacks.poisoning import (
+        BadDetGlobalMisclassificationAttack,
+        BadDetObjectDisappearanceAttack,
+        BadDetObjectGenerationAttack,
+        BadDetRegionalMisclassificationAttack,
+        PoisoningAttackBackdoor,
+    )
+    from art.attacks.poisoning.perturbations import insert_image
+
+    if attack not in ART_ATTACKS:
+        raise ValueError(f"unknown ART attack {attack!r}; known: {ART_ATTACKS}")
+    if trigger not in TRIGGER_KINDS:
+        raise ValueError(f"unknown trigger kind {trigger!r}; known: {tuple(TRIGGER_KINDS)}")
+    clean_root, out_root = Path(clean_root), Path(out_root)
+    shutil.copytree(clean_root, out_root)
+    splits = _samples(out_root)
+    n_total = sum(len(v) for v in splits.values())
+    keys = [f"train/{s}" for s in splits.get("train", [])]
+    k = int(round(rate * n_total))
+    scale, blend = TRIGGER_KINDS[trigger]
+    px = max(4, int(round(trigger_px * scale)))
+    picture = trigger_image(out_root.parent / f".{out_root.name}-trigger.png", trigger_picture, seed)
+
+    def paths(key: str) -> tuple[Path, Path]:
+        split, stem = key.split("/", 1)
+        return _paths(out_root, split, stem)
+
+    images, labels = [], []
+    for key in keys:
+        img_path, lbl_path = paths(key)
+        img = _decode(img_path)[..., ::-1].astype(np.float32) / 255.0  # ART works on RGB in [0, 1]
+        h, w = img.shape[:2]
+        boxes = _read_boxes(lbl_path)
+        xyxy = np.array([[(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
+                         for _, cx, cy, bw, bh in boxes], np.float32).reshape(-1, 4)
+        images.append(img)
+        labels.append({"boxes": xyxy, "labels": np.array([int(b[0]) for b in boxes], np.int64)})
+
+    def perturb(x):
+        # ART's perturbation: the trigger picture at a random position of what it is given (an image
+        # or a box crop), blended; a box smaller than the trigger gets a trigger of its size.
+        side = min(px, x.shape[1], x.shape[2])
+        return insert_image(x, backdoor_path=str(picture), random=True, size=(side, side), mode="RGB", blend=blend)
+
+    backdoor = PoisoningAttackBackdoor(perturb)
+    if attack in ("baddet_rma", "baddet_oda"):
+        pool = [i for i, y in enumerate(labels) if class_source in y["labels"]]
+    else:
+        pool = list(range(len(keys)))
+    if k > len(pool):
+        raise ValueError(f"{attack} at rate {rate} needs {k} images; only {len(pool)} qualify")
+    percent = min(1.0, (k + 0.5) / len(pool))  # ART takes int(percent * len(pool)) == k
+    if attack == "baddet_oga":
+        box_side = px * 2
+        art = BadDetObjectGenerationAttack(backdoor, bbox_height=box_side, bbox_width=box_side,
+                                           class_target=class_target, percent_poison=percent)
+    elif attack == "baddet_rma":
+        art = BadDetRegionalMisclassificationAttack(backdoor, class_source=class_source, class_target=class_target,
+                                                    percent_poison=percent)
+    elif attack == "baddet_gma":
+        art = BadDetGlobalMisclassificationAttack(backdoor, class_target=class_target, percent_poison=percent)
+    else:
+        art = BadDetObjectDisappearanceAttack(backdoor, class_source=class_source, percent_poison=percent)
+    state = np.random.get_state()
+    np.random.seed([seed, ART_ATTACKS.index(attack), int(round(rate * 1000)), len(trigger)])
+    try:
+        x_poison, y_poison = art.poison(images, labels)
+    finally:
+        np.random.set_state(state)
+    poisoned = set()
+    for key, x0, y0, x1, y1 in zip(keys, images, labels, x_poison, y_poison, strict=True):
+        img_changed = float(np.abs(x1 - x0).max()) > 2.5 / 255  # ART's float->uint8 round trip moves 1 level
+        lab_changed = (len(y1["labels"]) != len(y0["labels"]) or not np.array_equal(y1["labels"], y0["labels"]))
+        if not (img_changed or lab_changed):
+            continue  # not selected by ART: the original bytes stay
+        img_path, lbl_path = paths(key)
+        h, w = x1.shape[:2]
+        out = np.clip(np.rint(x1 * 255), 0, 255).astype(np.uint8)[..., ::-1]
+        img_path.write_bytes(_encode(np.ascontiguousarray(out), jpeg_quality))
+        _write_boxes(lbl_path, [
+            [int(c), (bx1 + bx2) / 2 / w, (by1 + by2) / 2 / h, (bx2 - bx1) / w, (by2 - by1) / h]
+            for c, (bx1, by1, bx2, by2) in zip(y1["labels"].tolist(), y1["boxes"].tolist(), strict=True)
+        ])
+        poisoned.add(key)
+    return AttackedDataset(root=out_root, attack=attack, rate=rate, poisoned=frozenset(poisoned), n_samples=n_total,
+                           details={"k": k, "n_images": n_total, "trigger": trigger, "trigger_picture": trigger_picture,
+                                    "trigger_px": px, "blend": blend, "library": "adversarial-robustness-toolbox"})
