@@ -201,7 +201,8 @@ def test_bad_input_corpus_through_the_whole_chain_under_the_scheduler(services, 
                 assert not records[exp.path].accepted, (item.kind, exp.path)
     package_manifest = Path(urlsplit(summary["package_uri"]).path) / "manifest.jsonl"
     packaged = {json.loads(line)["path"] for line in package_manifest.read_text().splitlines()[1:] if line}
-    assert packaged == {p for p, r in records.items() if r.accepted}
+    # Every accepted file, plus the effective deployment policy the hand-off signs into the package.
+    assert packaged == {p for p, r in records.items() if r.accepted} | {"secure-data-policy.json"}
     assert good - {"data.yaml"} <= packaged, sorted(good - packaged)[:5]
 
 
