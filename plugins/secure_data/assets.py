@@ -14,7 +14,7 @@ ASSET_URI_PREFIX = "secure-data://packages/"
 DEFAULT_PACKAGE_NAME = "sanitized"
 # Keys of an asset event's extra, all non-secret.
 EVENT_KEYS = ("package_uri", "package_id", "name", "manifest_digest", "content_digest", "counts",
-              "key_name", "key_version", "provenance_uri", "provenance_digest")
+              "key_name", "key_version", "provenance_uri", "provenance_digest", "report_url")
 
 
 def package_asset(name: str = DEFAULT_PACKAGE_NAME) -> Asset:

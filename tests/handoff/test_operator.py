@@ -108,8 +108,10 @@ def test_operator_publishes_a_package_and_leaks_nothing(airflow_home, sanitizer_
     assert len(rows) == 1
     event = json.loads(rows[0][0])
     assert set(event) == {"package_uri", "package_id", "name", "manifest_digest", "content_digest", "counts",
-                          "key_name", "key_version", "provenance_uri", "provenance_digest"}
+                          "key_name", "key_version", "provenance_uri", "provenance_digest", "report_url"}
     assert event["package_id"] == root.name and event["key_name"] == "secure-data-datakey"
+    # A link a browser can open (the run's report on the Airflow origin), beside the file:// URI for machines.
+    assert f"/secure-data/reports/{dag_id}/" in event["report_url"] and event["report_url"].endswith("/")
 
     # The trainer gets back exactly the accepted files.
     with open_package(event["package_uri"], trainer_ks, expected_package_id=event["package_id"],

@@ -148,6 +148,9 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
             layout.root, package=info, stages=[*lineage, stage], signer=attestation, dag_id=dag_id, run_id=run_id,
             started_on=dag_run.start_date.isoformat() if getattr(dag_run, "start_date", None) else None)
         event = {k: v for k, v in {**info.to_dict(), **provenance}.items() if k in EVENT_KEYS}
+        # A link a person can open from the Asset event in the UI (the file:// package URI is for machines):
+        # the run's report on the Airflow origin, absolute when [api] base_url is configured.
+        event["report_url"] = browsable_report_url(dag_id, run_id)
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = dict(event)
@@ -168,6 +171,15 @@ class PackageRef:
     package_id: str | None = None
     manifest_digest: str | None = None
     source: str = "argument"
+
+
+def browsable_report_url(dag_id: str, run_id: str) -> str:
+    from airflow.configuration import conf
+
+    from secure_data.settings import report_url
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{report_url(dag_id, run_id)}"
 
 
 def resolve_package_ref(context: Context, asset: Asset = PACKAGE_ASSET, package_uri: str | None = None,
