@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--transforms", nargs="*", default=None, help="copy transforms (default: all)")
     ap.add_argument("--copy-attacks", nargs="*", default=["label_flip", "split_leak"])
     ap.add_argument("--peers", nargs="*", default=["cleanvision", "cleanlab"], choices=("cleanvision", "cleanlab"))
+    ap.add_argument("--no-model", action="store_true", help="outside suite: ours without the pinned detector only")
+    ap.add_argument("--copy-only", action="store_true", help="outside suite: only the copy attacks")
     args = ap.parse_args(argv)
     if args.suite == "outside":
         from poison_outside import run_outside

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from poison_attacks import measure, screen
+
 from secure_data.poisoning import PoisoningConfig
 from secure_data.testing.attacks import (
     ART_ATTACKS,
@@ -46,11 +47,11 @@ def run_outside(args, argv) -> int:
 
     model, sha = demo_detector()
     plain = PoisoningConfig()
-    with_model = replace(plain, backbone_model=str(model), backbone_model_sha256=sha,
-                         backbone_device=args.backbone_device)
+    with_model = None if args.no_model else replace(
+        plain, backbone_model=str(model), backbone_model_sha256=sha, backbone_device=args.backbone_device)
     names = dict(enumerate(CLASS_NAMES))
     detector = None
-    if "cleanlab" in args.peers:
+    if "cleanlab" in args.peers and with_model is not None:
         from poison_peers import DetectorCache
 
         detector = DetectorCache(with_model, names)
@@ -62,12 +63,14 @@ def run_outside(args, argv) -> int:
     rows = []
 
     def evaluate(root: Path, work: Path, poisoned: frozenset[str], row: dict) -> None:
-        by_on, _, secs_on = screen(root, work / "on", with_model)
         by_off, _, secs_off = screen(root, work / "off", plain)
-        row["ours"] = {**measure(_flagged(by_on), poisoned), "flagged": len(_flagged(by_on)), "seconds": secs_on}
+        by_on, secs_on = by_off, secs_off
+        if with_model is not None:
+            by_on, _, secs_on = screen(root, work / "on", with_model)
+            row["ours"] = {**measure(_flagged(by_on), poisoned), "flagged": len(_flagged(by_on)), "seconds": secs_on}
         row["ours_no_model"] = {**measure(_flagged(by_off), poisoned), "flagged": len(_flagged(by_off)),
                                 "seconds": secs_off}
-        row["checks"] = {c: f"{len(v & poisoned)}/{len(v)}" for c, v in sorted(by_on.items())}
+        row["checks"] = {c: f"{len(v & poisoned)}/{len(v)}" for c, v in sorted(by_on.items())}  # with model if run
         if "cleanvision" in args.peers:
             from poison_peers import cleanvision_flags
 
@@ -95,7 +98,8 @@ def run_outside(args, argv) -> int:
                 px = max(8, round(args.photo_size * 12 / 160))
             evaluate(clean, tmp / f"w-{source}-clean", frozenset(),
                      {"source": source, "attack": "none (clean)", "variant": "", "rate": 0.0, "poisoned": 0})
-            jobs = [("art", a, t, r) for a in art_attacks for t in args.triggers for r in rates]
+            jobs = [("art", a, t, r) for a in art_attacks for t in args.triggers for r in rates] \
+                if not args.copy_only else []
             jobs += [("copy", a, t, r) for a in args.copy_attacks for t in transforms for r in rates]
             for family, attack, variant, rate in jobs:
                 tag = f"{source}-{attack}-{variant}-{rate}"

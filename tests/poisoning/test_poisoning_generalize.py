@@ -1,0 +1,164 @@
+"""Checks that hold against attacks this project did not write (issue 14).
+
+* ``repeated_patch``: a picture pasted at random positions with no label change (nothing for the
+  label-seeded ``trigger_patch`` to start from), and IBM ART's BadDet object-disappearance attack.
+* presence checks (labels vs the pinned domain model): pure comparison, and ART's object
+  disappearance / generation on generated scenes with the demo detector.
+* leakage verification: a pHash-0 pair is never dropped; copies of low-texture pictures (too few
+  ORB corners) are confirmed by thumbnail correlation, different low-texture pictures are not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from secure_data.poisoning import PoisoningConfig
+from secure_data.poisoning.duplicates import DupEdge, verify_edges
+from secure_data.testing.attacks import inject_art_attack, make_clean_dataset, trigger_image
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    return make_clean_dataset(tmp_path_factory.mktemp("generalize") / "clean", n_train=160, n_val=40, seed=21)
+
+
+def _paste_without_label_change(root, out, rate: float, seed: int = 0) -> set[str]:
+    """ART's insert_image (random position, opaque) into train images; labels untouched (clean-label)."""
+    import shutil
+
+    import cv2
+    from art.attacks.poisoning.perturbations import insert_image
+
+    shutil.copytree(root, out)
+    picture = trigger_image(out.parent / "trigger.png", "checker", seed)
+    images = sorted((out / "images" / "train").glob("*.jpg"))
+    rng = np.random.default_rng(seed)
+    chosen = [images[i] for i in rng.permutation(len(images))[: round(rate * 200)]]
+    np.random.seed(seed)
+    for path in chosen:
+        img = cv2.imread(str(path))[..., ::-1].astype(np.float32) / 255
+        out_img = insert_image(img, backdoor_path=str(picture), random=True, size=(12, 12), mode="RGB", blend=1.0)
+        cv2.imwrite(str(path), np.clip(np.rint(out_img * 255), 0, 255).astype(np.uint8)[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return {f"train/{p.stem}" for p in chosen}
+
+
+def test_repeated_patch_needs_no_label_evidence(small_root, tmp_path, screen):
+    carriers = _paste_without_label_change(small_root, tmp_path / "pasted", rate=0.1)
+    s = screen(tmp_path / "pasted")
+    found = s.suspects("repeated_patch")
+    assert len(found & carriers) >= 0.95 * len(carriers), sorted(carriers - found)
+    assert found <= carriers, sorted(found - carriers)
+    f = next(f for f in s.findings if f["check"] == "repeated_patch")
+    assert f["action"] == "quarantine" and f["evidence"]["member_documents"] >= 5
+    assert f["evidence"]["position_spread"] > 0.1  # random positions, not a fixed corner
+    assert {o["sample"] for o in f["evidence"]["occurrences"]} == set(f["suspects"])
+    # the label-seeded check has nothing to start from here
+    assert not s.suspects("trigger_patch")
+
+
+def test_repeated_patch_is_quiet_on_clean_data(small_root, screen):
+    assert not screen(small_root).suspects()
+
+
+def test_art_object_disappearance_is_found_without_a_model(clean_root, tmp_path, screen):
+    # ART's ODA removes the face boxes of the images it triggers; images that keep a plate are not
+    # label-anomalous to any other check, so the label-seeded trigger_patch alone found 19 of 40.
+    ds = inject_art_attack(clean_root, tmp_path / "oda", attack="baddet_oda", rate=0.1, trigger="patch")
+    assert len(ds.poisoned) == 40
+    s = screen(ds.root)
+    flagged = s.suspects()
+    assert len(flagged & ds.poisoned) >= 0.95 * len(ds.poisoned), sorted(ds.poisoned - flagged)
+    assert len(flagged & ds.poisoned) >= 0.9 * len(flagged), sorted(flagged - ds.poisoned)
+
+
+# ---------------------------------------------------------------- presence (labels vs detections)
+
+def test_presence_comparison_names_each_signature():
+    from secure_data.poisoning.presence import compare_with_detections
+
+    config = PoisoningConfig()
+    labels = [(0, (10, 10, 50, 60)), (1, (100, 100, 160, 120)), (0, (200, 10, 240, 60))]
+    dets = [
+        (11, 11, 49, 61, 0.9, 0),  # agrees with label 0
+        (101, 99, 158, 121, 0.8, 0),  # label 1 is a plate, the model is sure it is a face
+        (60, 150, 100, 200, 0.7, 0),  # an object no label covers
+        (300, 300, 310, 310, 0.2, 1),  # too weak to claim anything
+    ]  # label 2 has nothing under it
+    got = compare_with_detections(labels, dets, config)
+    assert [d["detection"] for d in got["unlabelled_object"]] == [[60, 150, 100, 200]]
+    assert [b["box"] for b in got["phantom_box"]] == [2]
+    assert [(b["box"], b["detected_class"]) for b in got["detector_class_conflict"]] == [(1, 0)]
+    agree = compare_with_detections(labels[:1], dets[:1], config)
+    assert not any(agree.values())
+
+
+@pytest.fixture(scope="module")
+def model_config():
+    from secure_data.testing.models import demo_detector
+
+    path, sha = demo_detector()
+    return PoisoningConfig(backbone_model=str(path), backbone_model_sha256=sha, backbone_device="cpu")
+
+
+@pytest.mark.parametrize("attack, check", [("baddet_oda", "unlabelled_object"), ("baddet_oga", "phantom_box")])
+def test_art_label_attacks_are_named_by_the_model(small_root, tmp_path, screen, model_config, attack, check):
+    ds = inject_art_attack(small_root, tmp_path / attack, attack=attack, rate=0.1, trigger="blended")
+    s = screen(ds.root, model_config)
+    named = s.suspects(check)
+    assert len(named & ds.poisoned) >= 0.8 * len(ds.poisoned), (check, sorted(ds.poisoned - named))
+    assert len(named & ds.poisoned) >= 0.9 * len(named), sorted(named - ds.poisoned)
+    f = next(f for f in s.findings if f["check"] == check)
+    assert f["action"] == "quarantine" and f["evidence"]["items"]
+
+
+def test_presence_checks_are_quiet_on_clean_data(small_root, screen, model_config):
+    s = screen(small_root, model_config)
+    presence = {k for c in ("unlabelled_object", "phantom_box", "detector_class_conflict") for k in s.suspects(c)}
+    assert len(presence) <= 1, presence  # <= 0.5 % of 200
+
+
+# ---------------------------------------------------------------- leakage verification
+
+def _smooth_picture(seed: int, size: int = 160):
+    """A low-texture picture: a gradient with two soft blobs (few ORB corners)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    base = 60 + 120 * (rng.uniform(0.2, 1) * xx + rng.uniform(0.2, 1) * yy) / 2
+    for _ in range(2):
+        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.2)
+        base += rng.uniform(-60, 60) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+    return cv2.GaussianBlur(np.clip(base, 0, 255).astype(np.uint8), (0, 0), 2)
+
+
+def _reencoded(gray, scale: float = 0.96, quality: int = 80):
+    import cv2
+
+    h, w = gray.shape
+    small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+
+
+def test_low_texture_copy_is_confirmed_and_different_pictures_are_not():
+    from secure_data.poisoning.duplicates import thumbnail_match
+
+    config = PoisoningConfig()
+    a, b = _smooth_picture(1), _smooth_picture(2)
+    copy = _reencoded(a)
+    grays = {0: a, 1: copy, 2: b}
+    kept = verify_edges([DupEdge(0, 1, "near", 3, False), DupEdge(0, 2, "near", 6, False)], grays.get, config)
+    assert [(e.a, e.b) for e in kept] == [(0, 1)]
+    assert kept[0].inliers < config.dup_min_inliers  # ORB alone could not confirm it
+    assert kept[0].correlation >= config.dup_min_correlation and kept[0].transform is not None
+    assert thumbnail_match(a, b, mirrored=False)[0] < config.dup_min_correlation
+
+
+def test_phash_zero_pair_is_never_dropped():
+    config = PoisoningConfig()
+    a, b = _smooth_picture(3), _smooth_picture(4)
+    kept = verify_edges([DupEdge(0, 1, "near", 0, False)], {0: a, 1: b}.get, config)
+    assert [(e.a, e.b, e.distance) for e in kept] == [(0, 1, 0)]
+    assert kept[0].transform is None  # kept on the hash alone: no transform is claimed
