@@ -44,28 +44,13 @@ import zipfile
 from pathlib import Path
 
 from _machine import cpu_name  # bench/ is on sys.path when a script runs
+from anonymize_cpu import DEFACE_DRIVER  # the same deface call (its defaults) as the synthetic benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".cache" / "ultralytics"))
 CACHE = REPO / ".cache" / "models"
-
-DEFACE_DRIVER = r"""
-import json, sys, time
-from pathlib import Path
-from deface.centerface import CenterFace
-from deface.deface import image_detect
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-files = sorted(src.glob("*.jpg"))
-cf = CenterFace(in_shape=None, backend="auto")
-t = time.perf_counter()
-for f in files:  # deface's defaults: threshold 0.2, blur, mask scale 1.3, ellipse
-    image_detect(str(f), str(dst / f.name), cf, threshold=0.2, replacewith="blur", mask_scale=1.3, ellipse=True,
-                 draw_scores=False, enable_preview=False, keep_metadata=False)
-print(json.dumps({"images": len(files), "seconds": time.perf_counter() - t, "backend": cf.backend}))
-"""
-
 
 def ensure_deface_venv(venv: Path) -> Path:
     python = venv / "bin" / "python"

