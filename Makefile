@@ -15,7 +15,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
+$(STAMP): pyproject.toml testkit/pyproject.toml constraints.txt scripts/bootstrap.sh
 	PYTHON=$(PYTHON) sh scripts/bootstrap.sh $(VENV)
 	touch $@
 

@@ -56,7 +56,7 @@ def make_images(folder: Path, n: int, width: int, height: int) -> list[Path]:
     import cv2
     import numpy as np
 
-    from secure_data.testing.datasets import draw_sample
+    from secure_data_testkit.datasets import draw_sample
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -95,7 +95,7 @@ def _child_cpu() -> float:
 def run_ours(engine, config, src_root: Path, work: Path, round_no: int) -> dict:
     from secure_data.anonymize.shard import run_anonymize_shard
     from secure_data.dataset.stage import RunLayout
-    from secure_data.testing.manifests import upstream_for
+    from secure_data_testkit.manifests import upstream_for
 
     layout = RunLayout(work / f"ours-{round_no}")
     shutil.rmtree(layout.root, ignore_errors=True)
@@ -127,7 +127,7 @@ def main() -> None:
 
     from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec
     from secure_data.anonymize.engine import AnonymizeEngine
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     src_root = args.workdir / f"src-{args.width}x{args.height}-n{args.n}"
     images = make_images(src_root / "images" / "train", args.n, args.width, args.height)

@@ -56,7 +56,7 @@ def _make_one(job: tuple[str, int, int, int]) -> None:
     import cv2
     import numpy as np
 
-    from secure_data.testing.datasets import draw_sample
+    from secure_data_testkit.datasets import draw_sample
 
     path, seed, width, height = job
     img, _ = draw_sample(np.random.default_rng(seed), width, height)
@@ -65,7 +65,7 @@ def _make_one(job: tuple[str, int, int, int]) -> None:
 
 def model_file(kind: str, cache: Path) -> tuple[Path, str]:
     if kind == "demo":
-        from secure_data.testing.models import demo_detector
+        from secure_data_testkit.models import demo_detector
 
         return demo_detector()
     from ultralytics import YOLO
@@ -79,7 +79,7 @@ def model_file(kind: str, cache: Path) -> tuple[Path, str]:
 def run_ours(engine, config, src_root: Path, work: Path, tag: str) -> dict:
     from secure_data.anonymize.shard import run_anonymize_shard
     from secure_data.dataset.stage import RunLayout
-    from secure_data.testing.manifests import upstream_for
+    from secure_data_testkit.manifests import upstream_for
 
     layout = RunLayout(work / f"ours-{tag}")
     upstream = upstream_for(src_root, layout)

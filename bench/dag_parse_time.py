@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "plugins"))
-    from secure_data.testing.airflow_env import airflow_env
+    from secure_data_testkit.airflow_env import airflow_env
 
     home = Path(tempfile.mkdtemp(prefix="parse-bench-"))
     env = {**os.environ, **airflow_env(home)}

@@ -207,9 +207,9 @@ def many_files_round_trip(count: int, size: int, workdir: Path) -> dict:
     OpenBao, against the raw one-call-per-file loop over the same files, in the same run."""
     from secure_data.handoff.consumer import open_package
     from secure_data.handoff.package import build_package, sources_from_directory
-    from secure_data.testing.openbao import OpenBaoServer
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault
     from secure_data.vault.keyservice import VaultKeyService
+    from secure_data_testkit.openbao import OpenBaoServer
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
     src = workdir / "many-src"
     (src / "images").mkdir(parents=True)
@@ -241,9 +241,9 @@ def many_files_round_trip(count: int, size: int, workdir: Path) -> dict:
 def package_round_trip(size: int, workdir: Path) -> dict:
     from secure_data.handoff.consumer import open_package
     from secure_data.handoff.package import build_package, sources_from_directory
-    from secure_data.testing.openbao import OpenBaoServer
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault
     from secure_data.vault.keyservice import VaultKeyService
+    from secure_data_testkit.openbao import OpenBaoServer
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
     src = workdir / "pkg-src"
     src.mkdir()

@@ -59,7 +59,7 @@ class PeakRss:
 
 
 def dataset(kind: str, n: int) -> Path:
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     size = (160, 160) if kind == "small" else (1280, 720)
     root = REPO / ".cache" / "bench-integrity" / f"{kind}-{n}"

@@ -34,7 +34,7 @@ def bit_probabilities(n_images: int, seed: int):
     import numpy as np
 
     from secure_data.poisoning.phash import phash
-    from secure_data.testing.datasets import draw_sample
+    from secure_data_testkit.datasets import draw_sample
 
     rng = np.random.default_rng(seed)
     bits = np.zeros(64)

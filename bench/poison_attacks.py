@@ -8,7 +8,7 @@
     python bench/poison_attacks.py --suite outside --images 300 --sources photos --rates 0.05 --peers
 
 For every attack and poison rate, the same clean dataset is poisoned by
-``secure_data.testing.attacks.inject_attack``, the full stage (``run_poisoning``)
+``secure_data_testkit.attacks.inject_attack``, the full stage (``run_poisoning``)
 runs on an integrity-style manifest, and the samples named as suspects by any
 finding (warn or quarantine) are compared with the ground truth. The clean row is
 the same dataset without an attack: every suspect there is a false positive.
@@ -38,7 +38,7 @@ from dataclasses import replace  # noqa: E402
 from secure_data.dataset.stage import RunLayout, StageResult  # noqa: E402
 from secure_data.poisoning import PoisoningConfig, run_poisoning  # noqa: E402
 from secure_data.poisoning.findings import read_findings  # noqa: E402
-from secure_data.testing.attacks import (  # noqa: E402
+from secure_data_testkit.attacks import (  # noqa: E402
     ATTACKS,
     RATES,
     inject_attack,
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     config = PoisoningConfig()
     on_config = None
     if args.backbone:
-        from secure_data.testing.models import demo_detector
+        from secure_data_testkit.models import demo_detector
 
         model, sha = demo_detector()
         on_config = replace(config, backbone_model=str(model), backbone_model_sha256=sha,

@@ -2,7 +2,7 @@
 
 Sources: ``generated`` (this project's scene generator) and ``photos`` (crops of the real
 photographs shipped in the installed wheels, with the generator's objects drawn on them:
-``secure_data.testing.attacks.make_photo_dataset``). Attacks: IBM ART's four BadDet attacks
+``secure_data_testkit.attacks.make_photo_dataset``). Attacks: IBM ART's four BadDet attacks
 (``inject_art_attack``: ART picks the images and places the trigger at random positions; opaque
 ``patch`` or ``blended`` at 0.5) and copy attacks (``label_flip``, ``split_leak``) made with one
 copy transform each (resize, crop, re-encode, flip, colour shift, shift+brighten+re-encode).
@@ -27,7 +27,7 @@ from pathlib import Path
 from poison_attacks import measure, screen
 
 from secure_data.poisoning import PoisoningConfig
-from secure_data.testing.attacks import (
+from secure_data_testkit.attacks import (
     ART_ATTACKS,
     COPY_TRANSFORMS,
     inject_art_attack,
@@ -35,7 +35,7 @@ from secure_data.testing.attacks import (
     make_clean_dataset,
     make_photo_dataset,
 )
-from secure_data.testing.datasets import CLASS_NAMES
+from secure_data_testkit.datasets import CLASS_NAMES
 
 
 def _flagged(by_check: dict[str, set[str]]) -> set[str]:
@@ -43,7 +43,7 @@ def _flagged(by_check: dict[str, set[str]]) -> set[str]:
 
 
 def run_outside(args, argv) -> int:
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     model, sha = demo_detector()
     plain = PoisoningConfig()

@@ -4,7 +4,7 @@ Starts a persistent (raft) OpenBao, a real Airflow (API server, scheduler, DAG p
 triggerer; LocalExecutor; SQLite) and, where root may mount one, a 64 MiB tmpfs as the
 package root; then injects one fault per scenario into live DAG runs and prints a
 Markdown table (scenario, expected, observed, verdict, seconds) with date, machine and
-command. The scenarios live in ``secure_data.testing.faults``; tests/reliability/test_faults.py
+command. The scenarios live in ``secure_data_testkit.faults``; tests/reliability/test_faults.py
 runs the fast ones.
 
     python bench/reliability_scenarios.py                       # every scenario
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "plugins"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".cache" / "ultralytics"))
 
-from secure_data.testing import faults  # noqa: E402
+from secure_data_testkit import faults  # noqa: E402
 
 
 def machine() -> str:

@@ -51,14 +51,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
 
-    from secure_data.testing.airflow_env import airflow_env
+    from secure_data_testkit.airflow_env import airflow_env
 
     os.environ.update(airflow_env(tempfile.mkdtemp(prefix="bench-vault-")))
-    from secure_data.testing.openbao import OpenBaoServer
     from secure_data.vault.connection import connection_env_for
     from secure_data.vault.ops import VaultOps
     from secure_data.vault.session import VaultSession, reset_shared_sessions
     from secure_data.vault.setup import bootstrap
+    from secure_data_testkit.openbao import OpenBaoServer
 
     rows = []
     with OpenBaoServer() as server:

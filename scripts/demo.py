@@ -29,7 +29,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from secure_data.testing.demo import run_demo  # noqa: E402
+from secure_data_testkit.demo import run_demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     demo = run_demo
     if args.executor == "celery":
-        from secure_data.testing.celery_stack import run_celery_demo as demo
+        from secure_data_testkit.celery_stack import run_celery_demo as demo
     summary = demo(workdir, Path(args.source) if args.source else None, timeout=args.timeout, conf=args.conf,
                    log=lambda msg: print(f"[demo] {msg}", flush=True))
     summary["seconds"] = round(time.monotonic() - started, 1)

@@ -16,8 +16,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from secure_data.testing.airflow_env import airflow_env, migrate_db  # noqa: E402
-from secure_data.testing.openbao import OpenBaoServer  # noqa: E402
+from secure_data_testkit.airflow_env import airflow_env, migrate_db  # noqa: E402
+from secure_data_testkit.openbao import OpenBaoServer  # noqa: E402
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="secure-data-airflow-"))
 os.environ.update(airflow_env(_AIRFLOW_HOME))
@@ -44,6 +44,6 @@ def openbao():
 @pytest.fixture
 def small_dataset(tmp_path):
     """A tiny generated YOLO dataset (train 8, val 4)."""
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     return make_yolo_dataset(tmp_path / "dataset", n_train=8, n_val=4, seed=1)

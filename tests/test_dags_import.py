@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from secure_data.testing.airflow_env import REPO_ROOT
+from secure_data_testkit.airflow_env import REPO_ROOT
 
 HEAVY = ("torch", "torchvision", "ultralytics", "great_expectations", "cv2", "onnxruntime")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from secure_data.testing.airflow_env import REPO_ROOT
+from secure_data_testkit.airflow_env import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yaml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from secure_data.testing.openbao import OpenBaoServer
+from secure_data_testkit.openbao import OpenBaoServer
 
 
 def test_openbao_fixture_is_a_real_unsealed_server(openbao):

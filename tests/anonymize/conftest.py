@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from secure_data.testing.manifests import upstream_for
+from secure_data_testkit.manifests import upstream_for
 
 
 @pytest.fixture(scope="session")
 def demo_model() -> tuple[Path, str]:
     """The yolo11n trained on generated faces/plates (trained once, cached under .cache/models)."""
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     return demo_detector()
 
 
 @pytest.fixture(scope="session")
 def centerface() -> tuple[Path, str]:
-    from secure_data.testing.models import centerface_model
+    from secure_data_testkit.models import centerface_model
 
     return centerface_model()
 

@@ -124,7 +124,7 @@ def test_pipeline_outputs_carry_no_metadata(tmp_path, demo_model, make_upstream)
     (root / "images" / "train").mkdir(parents=True)
     (root / "labels" / "train").mkdir(parents=True)
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n  0: face\n  1: plate\n")
-    from secure_data.testing.datasets import draw_sample
+    from secure_data_testkit.datasets import draw_sample
 
     bgr, _ = draw_sample(np.random.default_rng(21), 320, 240)  # what the demo detector knows: faces, plates
     pixels = np.ascontiguousarray(bgr[:, :, ::-1])

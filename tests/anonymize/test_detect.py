@@ -13,7 +13,7 @@ from secure_data.anonymize.codec import decode_cpu, encode
 from secure_data.anonymize.engine import ESCALATION_PADDING_STEP, AnonymizeEngine
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import RunLayout
-from secure_data.testing.datasets import draw_sample
+from secure_data_testkit.datasets import draw_sample
 
 
 class _Tripwire:
@@ -97,7 +97,7 @@ def detail(x: np.ndarray) -> float:
 def test_every_found_box_is_obfuscated_in_the_output_files(tmp_path, engine, make_upstream):
     import cv2
 
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     root = make_yolo_dataset(tmp_path / "ds", n_train=12, n_val=4, width=320, height=240, seed=99)
     layout = RunLayout.for_run(tmp_path / "out", "dag", "boxes")

@@ -8,8 +8,8 @@ import uuid
 
 from secure_data.dataset.manifest import read_manifest, verified_read
 from secure_data.dataset.stage import RunLayout, StageResult
-from secure_data.testing.airflow_env import register_dag
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.airflow_env import register_dag
+from secure_data_testkit.datasets import make_yolo_dataset
 
 
 def test_mapped_shards_and_merge_in_airflow(airflow_home, tmp_path, demo_model, make_upstream):

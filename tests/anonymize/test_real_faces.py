@@ -14,8 +14,8 @@ from secure_data.anonymize.audit import read_audit_lines
 from secure_data.anonymize.builtin import fetch
 from secure_data.anonymize.codec import decode_cpu
 from secure_data.dataset.stage import RunLayout
-from secure_data.testing import real_faces
-from secure_data.testing.models import CACHE_DIR
+from secure_data_testkit import real_faces
+from secure_data_testkit.models import CACHE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_labelled_boxes_are_obfuscated_whatever_the_detectors_say(tmp_path, phot
         f"1 {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n")
     (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames:\n  0: car\n  1: Face\n")
     layout = RunLayout.for_run(tmp_path / "out", "dag", "labels")
-    from secure_data.testing.manifests import upstream_for
+    from secure_data_testkit.manifests import upstream_for
 
     up = upstream_for(root, layout)
     deaf = DetectorSpec(str(demo_model[0]), demo_model[1], name="deaf", conf=0.99)
@@ -134,7 +134,7 @@ def test_a_verifier_of_another_family_catches_faces_the_detector_misses(tmp_path
     (root / "images" / "train").mkdir(parents=True)
     shutil.copyfile(real_faces_path("zidane"), root / "images" / "train" / "zidane.jpg")
     layout = RunLayout.for_run(tmp_path / "out", "dag", "verify")
-    from secure_data.testing.manifests import upstream_for
+    from secure_data_testkit.manifests import upstream_for
 
     up = upstream_for(root, layout)
     yolo = DetectorSpec(str(demo_model[0]), demo_model[1], conf=0.5)

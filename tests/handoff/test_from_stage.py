@@ -6,7 +6,7 @@ import pytest
 
 from secure_data.handoff.from_stage import derived_package_id, package_stage
 from secure_data.handoff.package import PackageError, PackageFormatError, package_path
-from secure_data.testing.datasets import stage_result_for
+from secure_data_testkit.datasets import stage_result_for
 
 
 def _stage(dataset, out, *, quarantine=(), name="anonymize"):

@@ -20,9 +20,9 @@ from secure_data.handoff.package import (
     read_header,
     sources_from_directory,
 )
-from secure_data.testing.openbao import OpenBaoServer
-from secure_data.testing.vault_fixtures import bootstrap_test_vault
 from secure_data.vault.errors import TransitKeyNotFoundError
+from secure_data_testkit.openbao import OpenBaoServer
+from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 from secure_data.dataset.layout import classify, walk_dataset
 from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
 from secure_data.dataset.stage import StageResult
-from secure_data.testing.airflow_env import register_dag
-from secure_data.testing.vault_fixtures import vault_connection_env
+from secure_data_testkit.airflow_env import register_dag
+from secure_data_testkit.vault_fixtures import vault_connection_env
 
 QUARANTINED = "images/val/val_00001.jpg"
 

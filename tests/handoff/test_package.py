@@ -243,7 +243,7 @@ def test_a_source_changed_after_hashing_aborts_the_whole_package(small_dataset, 
 
 def test_a_name_too_long_for_its_ciphertext_is_refused_before_anything_is_written(sanitizer_ks, tmp_path):
     from secure_data.handoff.package import PackageFormatError
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     root = make_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1, seed=2)
     stem = "c" * 249  # "<stem>.jpg" is 253 bytes (legal); "<stem>.jpg.enc" would be 257
@@ -255,7 +255,7 @@ def test_a_name_too_long_for_its_ciphertext_is_refused_before_anything_is_writte
 
 def test_the_longest_name_integrity_accepts_round_trips(sanitizer_ks, trainer_ks, tmp_path):
     from secure_data.dataset.layout import MAX_NAME_BYTES
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     root = make_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1, seed=2)
     stem = "c" * (MAX_NAME_BYTES - 4)

@@ -11,8 +11,8 @@ from secure_data.handoff import remote
 from secure_data.handoff.consumer import open_package
 from secure_data.handoff.from_stage import derived_package_id, package_stage
 from secure_data.handoff.package import PackageError, PackageFormatError, PackageIntegrityError
-from secure_data.testing.datasets import stage_result_for
-from secure_data.testing.s3 import S3Server
+from secure_data_testkit.datasets import stage_result_for
+from secure_data_testkit.s3 import S3Server
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +159,8 @@ def test_operators_publish_to_and_consume_from_s3_with_credentials_from_vault(
     from airflow.sdk import DAG, task
 
     from secure_data.operators.handoff import PackageConsumerOperator, PackageOperator
-    from secure_data.testing.airflow_env import register_dag, run_artifacts_text, xcom_return_value
-    from secure_data.testing.vault_fixtures import vault_connection_env
+    from secure_data_testkit.airflow_env import register_dag, run_artifacts_text, xcom_return_value
+    from secure_data_testkit.vault_fixtures import vault_connection_env
 
     for name, value in {**vault_connection_env(openbao, "sanitizer"),
                         **vault_connection_env(openbao, "trainer")}.items():

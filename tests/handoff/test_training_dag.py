@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 from secure_data.handoff.package import build_package, sources_from_directory
-from secure_data.testing.airflow_env import REPO_ROOT
-from secure_data.testing.vault_fixtures import vault_connection_env
+from secure_data_testkit.airflow_env import REPO_ROOT
+from secure_data_testkit.vault_fixtures import vault_connection_env
 
 
 def _scratch_dirs() -> set[str]:

@@ -14,7 +14,7 @@ import pytest
 
 from secure_data.dataset.stage import RunLayout
 from secure_data.integrity.config import IntegrityConfig
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.datasets import make_yolo_dataset
 
 # Policy-relevant checks in these tests rely on the defaults documented in docs/integrity.md.
 DEFAULT_CONFIG = IntegrityConfig(workers=2)

@@ -109,7 +109,7 @@ def test_corrupt_header_is_a_decode_error():
 
 
 def _hostile_exif_jpeg(n_entries: int = 5000) -> bytes:
-    from secure_data.testing.badinputs import exif_many_entries, insert_jpeg_segments
+    from secure_data_testkit.badinputs import exif_many_entries, insert_jpeg_segments
 
     return insert_jpeg_segments(encode("JPEG"), [(0xE1, exif_many_entries(n_entries))])
 

@@ -10,7 +10,7 @@ import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import StageResult
-from secure_data.testing.airflow_env import register_dag, run_artifacts_text, xcom_return_value
+from secure_data_testkit.airflow_env import register_dag, run_artifacts_text, xcom_return_value
 
 
 def _flat(value, prefix=""):
@@ -92,7 +92,7 @@ def test_operator_fail_policy_fails_the_task(airflow_home, dataset, tmp_path):
 
 @pytest.fixture
 def sanitizer_conn(openbao, monkeypatch):
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault, vault_connection_env
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault, vault_connection_env
 
     result = bootstrap_test_vault(openbao)
     for name, value in vault_connection_env(openbao, "sanitizer").items():

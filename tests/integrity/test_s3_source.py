@@ -11,8 +11,8 @@ import pytest
 from secure_data.dataset.manifest import read_manifest
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.run import DatasetError, run_integrity
-from secure_data.testing.airflow_env import register_dag, run_artifacts_text, xcom_return_value
-from secure_data.testing.s3 import S3Server
+from secure_data_testkit.airflow_env import register_dag, run_artifacts_text, xcom_return_value
+from secure_data_testkit.s3 import S3Server
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def vault_s3_secret(openbao, monkeypatch, s3):
     """The S3 credentials stored in KV v2 where the sanitizer identity may read them."""
     import hvac
 
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault, vault_connection_env
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault, vault_connection_env
 
     boot = bootstrap_test_vault(openbao)
     for name, value in vault_connection_env(openbao, "sanitizer").items():

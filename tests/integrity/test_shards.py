@@ -79,7 +79,7 @@ def test_mapped_shard_tasks_and_merge_in_airflow(airflow_home, dataset, tmp_path
     from airflow.sdk import DAG
 
     from secure_data.operators.integrity import IntegrityMergeOperator, IntegrityShardOperator
-    from secure_data.testing.airflow_env import register_dag, xcom_return_value
+    from secure_data_testkit.airflow_env import register_dag, xcom_return_value
 
     _poison(dataset)
     dag_id = f"integrity_shards_{uuid.uuid4().hex[:8]}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from secure_data.testing.attacks import ATTACKS, inject_attack
+from secure_data_testkit.attacks import ATTACKS, inject_attack
 
 CASES = [(attack, 0.10) for attack in ATTACKS] + [("trigger_random", 0.05), ("label_flip", 0.05)]
 SHIFTS = {"box_shift": (0.5, 1.0), "box_shift_small": (0.1, 0.25)}  # in box sizes

@@ -11,7 +11,7 @@ from secure_data.dataset.manifest import ManifestError
 from secure_data.dataset.stage import RunLayout
 from secure_data.poisoning import PoisoningCheckFailed, PoisoningConfig, run_poisoning
 from secure_data.poisoning.findings import read_findings
-from secure_data.testing.attacks import integrity_like_manifest, make_clean_dataset
+from secure_data_testkit.attacks import integrity_like_manifest, make_clean_dataset
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from secure_data.poisoning.duplicates import compare_labels, labels_conflict, map_boxes, verify_pair
-from secure_data.testing.attacks import near_copy
+from secure_data_testkit.attacks import near_copy
 
 
 def _boxes(path):

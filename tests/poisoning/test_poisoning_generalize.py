@@ -15,7 +15,7 @@ import pytest
 
 from secure_data.poisoning import PoisoningConfig
 from secure_data.poisoning.duplicates import DupEdge, verify_edges
-from secure_data.testing.attacks import inject_art_attack, make_clean_dataset, trigger_image
+from secure_data_testkit.attacks import inject_art_attack, make_clean_dataset, trigger_image
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_presence_comparison_names_each_signature():
 
 @pytest.fixture(scope="module")
 def model_config():
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     path, sha = demo_detector()
     return PoisoningConfig(backbone_model=str(path), backbone_model_sha256=sha, backbone_device="cpu")

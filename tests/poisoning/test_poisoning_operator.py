@@ -10,8 +10,8 @@ import pytest
 
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import StageResult
-from secure_data.testing.airflow_env import register_dag, xcom_return_value
-from secure_data.testing.attacks import inject_attack
+from secure_data_testkit.airflow_env import register_dag, xcom_return_value
+from secure_data_testkit.attacks import inject_attack
 
 
 def _dag(dag_id: str, root: Path, out: Path, **operator_kwargs):
@@ -23,7 +23,7 @@ def _dag(dag_id: str, root: Path, out: Path, **operator_kwargs):
     with DAG(dag_id, schedule=None, params=params, render_template_as_native_obj=True) as dag:
         @task
         def integrity() -> dict:
-            from secure_data.testing.attacks import integrity_like_manifest
+            from secure_data_testkit.attacks import integrity_like_manifest
 
             return integrity_like_manifest(root, out / "integrity").to_xcom()
 

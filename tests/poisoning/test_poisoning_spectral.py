@@ -12,12 +12,12 @@ from secure_data.dataset.manifest import read_manifest
 from secure_data.poisoning import PoisoningConfig
 from secure_data.poisoning.config import BACKBONE_FIELDS, CHECKS
 from secure_data.poisoning.spectral import Backbone
-from secure_data.testing.attacks import inject_attack
+from secure_data_testkit.attacks import inject_attack
 
 
 @pytest.fixture(scope="module")
 def detector():
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     return demo_detector()
 

@@ -21,7 +21,7 @@ from secure_data.dataset.manifest import (
 from secure_data.dataset.quarantine import REASON_SUFFIX
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.poisoning import PoisoningCheckFailed, PoisoningConfig, run_poisoning
-from secure_data.testing.attacks import inject_attack, integrity_like_manifest
+from secure_data_testkit.attacks import inject_attack, integrity_like_manifest
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_records_quarantined_upstream_stay_as_they_are(dataset, tmp_path):
 
 
 def test_parallel_feature_extraction_gives_the_same_outputs(tmp_path):
-    from secure_data.testing.attacks import make_clean_dataset
+    from secure_data_testkit.attacks import make_clean_dataset
 
     root = make_clean_dataset(tmp_path / "small", n_train=64, n_val=16, seed=4)
     ds = inject_attack(root, tmp_path / "attacked", attack="label_flip", rate=0.1, seed=4)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from secure_data.testing.vault_fixtures import bootstrap_test_vault
+from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +60,10 @@ def chain(openbao, vault, airflow_home, tmp_path_factory):
     """
     from types import SimpleNamespace
 
-    from secure_data.testing.airflow_env import REPO_ROOT
-    from secure_data.testing.demo import make_demo_dataset, model_env, write_demo_policy
-    from secure_data.testing.models import centerface_model, demo_detector
-    from secure_data.testing.vault_fixtures import vault_connection_env
+    from secure_data_testkit.airflow_env import REPO_ROOT
+    from secure_data_testkit.demo import make_demo_dataset, model_env, write_demo_policy
+    from secure_data_testkit.models import centerface_model, demo_detector
+    from secure_data_testkit.vault_fixtures import vault_connection_env
 
     work = tmp_path_factory.mktemp("chain")
     source = make_demo_dataset(work / "source", n_train=5, n_val=3)

@@ -352,7 +352,7 @@ def test_operators_and_dags_load_no_openlineage_code():
     import subprocess
     import sys
 
-    from secure_data.testing.airflow_env import REPO_ROOT
+    from secure_data_testkit.airflow_env import REPO_ROOT
 
     code = (
         "import importlib, pkgutil, sys, secure_data.operators as ops\n"

@@ -18,8 +18,8 @@ import pytest
 from secure_data.dataset.manifest import Manifest, read_manifest
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.integrity.config import IntegrityConfig
-from secure_data.testing.badinputs import BadInput, Expectation, count_entries, inject_bad_inputs, unlock
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.badinputs import BadInput, Expectation, count_entries, inject_bad_inputs, unlock
+from secure_data_testkit.datasets import make_yolo_dataset
 
 N_TRAIN, N_VAL = 16, 4
 CONFIG = IntegrityConfig(workers=2)  # the documented default policies
@@ -102,7 +102,7 @@ def poisoning_run(integrity_run) -> StageRun:
 @pytest.fixture(scope="module")
 def anonymize_run(poisoning_run) -> StageRun:
     from secure_data.anonymize import AnonymizeConfig, DetectorSpec, merge_anonymize, run_anonymize_shard
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     model, sha = demo_detector()  # cached yolo11n trained on the generator's faces/plates
@@ -119,8 +119,8 @@ def anonymize_run(poisoning_run) -> StageRun:
 @pytest.fixture(scope="module")
 def vault_keys(openbao):
     """(sanitizer, trainer) key services of the bootstrapped session OpenBao."""
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault
     from secure_data.vault.keyservice import VaultKeyService
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
     creds = bootstrap_test_vault(openbao)
     return tuple(VaultKeyService.for_approle(openbao.url, creds.role(r).role_id, creds.role(r).secret_id)

@@ -1,4 +1,4 @@
-"""The bad-input corpus (secure_data.testing.badinputs) mixed into a generated dataset, through the chain.
+"""The bad-input corpus (secure_data_testkit.badinputs) mixed into a generated dataset, through the chain.
 
 Integrity: no crash; every bad file gets exactly the documented outcome and reason codes;
 every untouched file is accepted without a reason; one record per entry on disk
@@ -18,7 +18,7 @@ import pytest
 
 from secure_data.dataset.layout import UnsafePathError, safe_relpath
 from secure_data.dataset.quarantine import REASON_SUFFIX
-from secure_data.testing.badinputs import ACCEPTED, KINDS, OUTCOMES, QUARANTINED, WARNED
+from secure_data_testkit.badinputs import ACCEPTED, KINDS, OUTCOMES, QUARANTINED, WARNED
 
 
 def _outcome(record) -> str:

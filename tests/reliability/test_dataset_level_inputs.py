@@ -16,8 +16,8 @@ from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import RunLayout
 from secure_data.integrity import IntegrityConfig
 from secure_data.integrity.run import DatasetError, IntegrityFailed
-from secure_data.testing.badinputs import count_entries, drop_last_class_name, inject_bad_inputs
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.badinputs import count_entries, drop_last_class_name, inject_bad_inputs
+from secure_data_testkit.datasets import make_yolo_dataset
 
 
 @pytest.fixture

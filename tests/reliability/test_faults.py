@@ -1,7 +1,7 @@
 """Faults injected into live runs of the real chain: a real OpenBao (raft storage, restartable on its
 port), a real Airflow (API server, scheduler, DAG processor, triggerer; LocalExecutor) and the real DAGs.
 
-Each module-scoped fixture runs one scenario of ``secure_data.testing.faults`` once; the tests assert
+Each module-scoped fixture runs one scenario of ``secure_data_testkit.faults`` once; the tests assert
 the promises separately, so a failure names the promise that broke. The slower scenarios (8 runs at
 once, credentials revoked, two same-source runs without a kill) run in
 ``bench/reliability_scenarios.py`` (RELIABILITY.md).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from secure_data.testing import faults
+from secure_data_testkit import faults
 
 pytestmark = pytest.mark.slow
 
@@ -184,9 +184,9 @@ def test_a_handoff_killed_mid_build_leaves_nothing_once_the_retry_published(open
     import sys
 
     from secure_data.handoff.package import build_package, sources_from_directory, verify_package
-    from secure_data.testing.processes import python_env, sigkill_when
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault
     from secure_data.vault.keyservice import VaultKeyService
+    from secure_data_testkit.processes import python_env, sigkill_when
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
     creds = bootstrap_test_vault(openbao).role("sanitizer")
     root, marker, package_id = tmp_path / "packages", tmp_path / "marker", "killed-0123456789abcdef01234567"

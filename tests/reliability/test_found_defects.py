@@ -1,7 +1,7 @@
 """Defects the bad-input corpus found in other stages. These tests FAIL until the stage is fixed.
 
 Each test names the file, the input, what happens and what should happen. They are kept
-out of the corpus (secure_data.testing.badinputs) so that the corpus test states the
+out of the corpus (secure_data_testkit.badinputs) so that the corpus test states the
 behaviour that is correct today, and these state what is still wrong.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import RunLayout
 from secure_data.integrity import IntegrityConfig
-from secure_data.testing.badinputs import inject_bad_inputs
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.badinputs import inject_bad_inputs
+from secure_data_testkit.datasets import make_yolo_dataset
 
 
 def _unpaired_for_the_trainer(root: Path, manifest) -> list[tuple[str, str | None, str]]:
@@ -137,7 +137,7 @@ def test_accepted_image_with_a_long_name_survives_anonymize(tmp_path):
     """
     from secure_data.anonymize import AnonymizeConfig, DetectorSpec, run_anonymize_shard
     from secure_data.poisoning import run_poisoning
-    from secure_data.testing.models import demo_detector
+    from secure_data_testkit.models import demo_detector
 
     root = make_yolo_dataset(tmp_path / "ds", n_train=4, n_val=1, seed=2)
     stem = "b" * 240

@@ -27,8 +27,8 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from secure_data.dataset.stage import RunLayout
     from secure_data.integrity import IntegrityConfig, run_integrity
-    from secure_data.testing.badinputs import count_entries, inject_bad_inputs
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.badinputs import count_entries, inject_bad_inputs
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     base = Path(sys.argv[2])
     root = make_yolo_dataset(base / "dataset", n_train=4, n_val=1, seed=3)

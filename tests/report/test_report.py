@@ -10,8 +10,8 @@ import pytest
 from secure_data.dataset.manifest import FileRecord, Reason, sha256_hex, write_manifest
 from secure_data.dataset.stage import RunLayout, StageResult
 from secure_data.report.build import build_report
-from secure_data.testing.browser import require_chromium
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.browser import require_chromium
+from secure_data_testkit.datasets import make_yolo_dataset
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secure_data.testing.vault_fixtures import bootstrap_test_vault
+from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
 
 @pytest.fixture(scope="session")

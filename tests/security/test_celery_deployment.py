@@ -3,7 +3,7 @@
 CeleryExecutor with Debian's Redis (broker) and PostgreSQL (metadata DB), three Celery workers on the
 queues sanitize, gpu and train, each as its own Unix user; the sanitizer's Vault connection only on the
 sanitize worker and the trainer's only on the train worker (workers-side secrets backend, 0600 files),
-none on the gpu worker and none on the API server (secure_data.testing.celery_stack).
+none on the gpu worker and none on the API server (secure_data_testkit.celery_stack).
 
 Regression of issue 13's second finding: docker-compose put both AppRole secret_ids into every container,
 so code in any task (the GPU task loading models included) could log in as the trainer and unwrap any
@@ -17,8 +17,8 @@ import shutil
 
 import pytest
 
-from secure_data.testing.celery_stack import USERS, demo_deployment, deployment_workdir, unavailable
-from secure_data.testing.demo import SANITIZE_DAG, TRAIN_DAG, make_demo_dataset, run_chain
+from secure_data_testkit.celery_stack import USERS, demo_deployment, deployment_workdir, unavailable
+from secure_data_testkit.demo import SANITIZE_DAG, TRAIN_DAG, make_demo_dataset, run_chain
 
 pytestmark = pytest.mark.slow
 PROBE_DAG = "secure_data_identity_probe"
@@ -26,8 +26,8 @@ PROBE_DAG = "secure_data_identity_probe"
 
 @pytest.fixture(scope="module")
 def deployment(openbao):
-    from secure_data.testing.airflow_env import REPO_ROOT
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault
+    from secure_data_testkit.airflow_env import REPO_ROOT
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
     reason = unavailable()
     if reason:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from secure_data.testing.vault_fixtures import bootstrap_test_vault
+from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
 
 def test_role_id_is_not_in_the_identity_or_a_login_error(openbao):

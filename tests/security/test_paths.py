@@ -19,7 +19,7 @@ from secure_data.dataset.stage import RunLayout
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import check_entry, list_entries, read_once
 from secure_data.integrity.run import DatasetError, run_integrity
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.datasets import make_yolo_dataset
 
 SECRET = b"SECRET-outside-the-dataset-"
 ROUNDS = 400

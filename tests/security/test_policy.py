@@ -13,7 +13,7 @@ import pickle
 import pytest
 
 from secure_data.policy import PolicyError, PolicyViolation, effective_anonymize_options, load_policy
-from secure_data.testing.airflow_env import REPO_ROOT
+from secure_data_testkit.airflow_env import REPO_ROOT
 
 WEAKER = [
     ({"classes": ["plate"]}, "leaves out ['face']"),

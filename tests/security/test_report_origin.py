@@ -20,8 +20,8 @@ from secure_data.dataset.stage import RunLayout
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.run import run_integrity
 from secure_data.report.build import build_report
-from secure_data.testing.browser import Watched, browser, live_app
-from secure_data.testing.datasets import make_yolo_dataset
+from secure_data_testkit.browser import Watched, browser, live_app
+from secure_data_testkit.datasets import make_yolo_dataset
 
 DAG = "secure_pretraining_sanitization"
 RUN = "manual__2026-12-02T00:00:00+00:00"

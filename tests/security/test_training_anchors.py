@@ -11,7 +11,7 @@ import pytest
 
 from secure_data.handoff.consumer import PackagePolicyError, open_package
 from secure_data.handoff.package import PackageFormatError, build_package, sources_from_directory
-from secure_data.testing.airflow_env import REPO_ROOT
+from secure_data_testkit.airflow_env import REPO_ROOT
 
 ALLOWED = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -92,7 +92,7 @@ def test_effective_policy_is_signed_into_the_package(identities, small_dataset, 
 
     from secure_data.handoff.from_stage import POLICY_FILE, package_stage
     from secure_data.policy.model import digest_of
-    from secure_data.testing.datasets import stage_result_for
+    from secure_data_testkit.datasets import stage_result_for
 
     effective = {"policy_digest": ALLOWED, "conf": 0.2, "classes": ["face", "plate"]}
     stage = stage_result_for(small_dataset, tmp_path / "run")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from secure_data.testing.browser import Watched, browser, require_chromium
-from secure_data.testing.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make_demo_dataset
+from secure_data_testkit.browser import Watched, browser, require_chromium
+from secure_data_testkit.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make_demo_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import secrets
 
 import pytest
 
-from secure_data.testing.vault_fixtures import bootstrap_test_vault
 from secure_data.vault.session import reset_shared_sessions
+from secure_data_testkit.vault_fixtures import bootstrap_test_vault
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from secure_data.testing.airflow_env import register_dag
-from secure_data.testing.vault_fixtures import logins_on_server
 from secure_data.vault.connection import connection_env_for
+from secure_data_testkit.airflow_env import register_dag
+from secure_data_testkit.vault_fixtures import logins_on_server
 
 DAG_FILE = Path(__file__).parent / "dags" / "vault_canary_dag.py"
 N_TASKS = 4

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from secure_data.testing.openbao import OpenBaoServer, find_bao, free_port
 from secure_data.vault.errors import (
     TransitKeyNotFoundError,
     VaultLoginError,
@@ -21,6 +20,7 @@ from secure_data.vault.errors import (
 )
 from secure_data.vault.ops import VaultOps
 from secure_data.vault.session import VaultSession
+from secure_data_testkit.openbao import OpenBaoServer, find_bao, free_port
 
 
 def test_unreachable_after_bounded_retries():

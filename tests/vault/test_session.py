@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from secure_data.testing.vault_fixtures import accessors_of, logins_on_server
 from secure_data.vault.connection import connection_env_for
 from secure_data.vault.errors import VaultTokenError
 from secure_data.vault.keyservice import VaultKeyService
 from secure_data.vault.ops import VaultOps
 from secure_data.vault.session import VaultSession, shared_sessions
+from secure_data_testkit.vault_fixtures import accessors_of, logins_on_server
 
 
 def test_many_hooks_in_one_process_share_one_login(openbao, vault, root_client, fresh_role, monkeypatch,

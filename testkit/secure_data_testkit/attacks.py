@@ -177,7 +177,7 @@ def _shift_boxes(boxes, rng, lo: float, hi: float) -> list:
 
 def make_clean_dataset(root: str | os.PathLike, *, n_train: int = 480, n_val: int = 120, n_test: int = 0,
                        size: int = 160, seed: int = 0) -> Path:
-    from secure_data.testing.datasets import make_yolo_dataset
+    from secure_data_testkit.datasets import make_yolo_dataset
 
     return make_yolo_dataset(root, n_train=n_train, n_val=n_val, n_test=n_test, width=size, height=size, seed=seed)
 
@@ -399,7 +399,7 @@ def make_photo_dataset(root: str | os.PathLike, *, n_train: int = 480, n_val: in
     import cv2
     import numpy as np
 
-    from secure_data.testing.datasets import CLASS_NAMES, _draw_object, draw_sample
+    from secure_data_testkit.datasets import CLASS_NAMES, _draw_object, draw_sample
 
     photos = _load_photos()
     rng = np.random.default_rng([seed, 7])

@@ -1,6 +1,6 @@
 """A bootstrapped OpenBao for tests in any area (the hand-off, the DAG tests, the demo).
 
-    from secure_data.testing.vault_fixtures import bootstrap_test_vault
+    from secure_data_testkit.vault_fixtures import bootstrap_test_vault
     result = bootstrap_test_vault(openbao)          # session-cached per server
     ks = VaultKeyService.for_approle(openbao.url, result.sanitizer.role_id, result.sanitizer.secret_id)
 """

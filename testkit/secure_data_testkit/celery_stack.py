@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secure_data.testing.airflow_env import REPO_ROOT
-from secure_data.testing.openbao import free_port
+from secure_data_testkit.airflow_env import REPO_ROOT
+from secure_data_testkit.openbao import free_port
 
 QUEUES = ("sanitize", "gpu", "train")
 USERS = {"sanitize": "sd-sanitize", "gpu": "sd-gpu", "train": "sd-train"}
@@ -276,7 +276,7 @@ class CeleryDeployment:
                 "SECURE_DATA_TRAIN_QUEUE": "train"}
 
     def start(self) -> CeleryDeployment:
-        from secure_data.testing.airflow_stack import AirflowStack
+        from secure_data_testkit.airflow_stack import AirflowStack
 
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -396,9 +396,9 @@ def demo_deployment(workdir: Path, bao_url: str, bootstrap_result: Any, *, extra
                     log: Any = print) -> CeleryDeployment:
     """The demo's Celery deployment (not started): demo policy and models, our DAGs (+ ``extra_dags``),
     the sanitizer's and the trainer's AppRole connections for their workers only."""
-    from secure_data.testing.demo import model_env, write_demo_policy
-    from secure_data.testing.models import centerface_model, demo_detector
     from secure_data.vault.connection import connection_dict_for
+    from secure_data_testkit.demo import model_env, write_demo_policy
+    from secure_data_testkit.models import centerface_model, demo_detector
 
     dags = workdir / "dags"
     dags.mkdir(parents=True, exist_ok=True)
@@ -418,9 +418,9 @@ def demo_deployment(workdir: Path, bao_url: str, bootstrap_result: Any, *, extra
 def run_celery_demo(workdir: Path, source: Path | None = None, *, timeout: float = 1800,
                     conf: dict[str, Any] | None = None, log: Any = print) -> dict[str, Any]:
     """`make demo EXECUTOR=celery`: OpenBao, PostgreSQL, Redis, Airflow and three workers; the chain once."""
-    from secure_data.testing.demo import make_demo_dataset, run_chain
-    from secure_data.testing.openbao import OpenBaoServer
     from secure_data.vault.setup import bootstrap
+    from secure_data_testkit.demo import make_demo_dataset, run_chain
+    from secure_data_testkit.openbao import OpenBaoServer
 
     reason = unavailable()
     if reason:

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from secure_data.testing.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make_demo_dataset
+from secure_data_testkit.demo import SANITIZE_DAG, TRAIN_DAG, DemoServices, make_demo_dataset
 
 PARTIAL_SUFFIXES = (".tmp", ".partial")
 SANITIZER, TRAINER = "sanitizer", "trainer"
@@ -231,7 +231,7 @@ class FaultLab:
         return VaultKeyService.for_approle(self.bao.url, creds.role_id, creds.secret_id)
 
     def accessors(self, role: str) -> set[str]:
-        from secure_data.testing.vault_fixtures import accessors_of
+        from secure_data_testkit.vault_fixtures import accessors_of
 
         return accessors_of(self.root_client, role)
 

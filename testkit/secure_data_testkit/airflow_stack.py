@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secure_data.testing.airflow_env import airflow_env, migrate_db
-from secure_data.testing.openbao import free_port
+from secure_data_testkit.airflow_env import airflow_env, migrate_db
+from secure_data_testkit.openbao import free_port
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = {"success", "failed"}

@@ -101,7 +101,7 @@ def live_app(app: Any, timeout: float = 60.0) -> Iterator[str]:
 
     import uvicorn
 
-    from secure_data.testing.openbao import free_port
+    from secure_data_testkit.openbao import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",

@@ -9,12 +9,13 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from secure_data.testing.airflow_env import REPO_ROOT
+from secure_data_testkit.airflow_env import REPO_ROOT
 
 
 def python_env() -> dict[str, str]:
     """``os.environ`` with the repository's ``plugins/`` first on ``PYTHONPATH`` (for ``python -c`` children)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT / "testkit"),
+                                                      os.environ.get("PYTHONPATH", "")])}
 
 
 def sigkill_when(child: subprocess.Popen, ready: Callable[[], bool], *, what: str, timeout: float = 120.0,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secure_data.testing.openbao import free_port
+from secure_data_testkit.openbao import free_port
 
 
 @dataclass

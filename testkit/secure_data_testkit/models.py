@@ -1,7 +1,7 @@
 """Cached, offline models for tests, benchmarks and the demo.
 
 * :func:`demo_detector`: a yolo11n trained from ``yolo11n.yaml`` on generated
-  ``face``/``plate`` images (:mod:`secure_data.testing.datasets`). Trained once per
+  ``face``/``plate`` images (:mod:`secure_data_testkit.datasets`). Trained once per
   training configuration (the cache key is a hash of it) and reused by every test,
   benchmark and the demo; a file lock keeps parallel processes from training twice.
 * :func:`centerface_model`: the CenterFace face detector (ONNX) that the MIT-licensed
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from secure_data.anonymize.builtin import sha256_file as _sha256_file
 from secure_data.dataset.atomic import atomic_write_bytes, atomic_write_text, file_lock
+from secure_data_testkit.airflow_env import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE_DIR = Path(os.environ.get("SECURE_DATA_MODEL_CACHE", REPO_ROOT / ".cache" / "models"))
 
 # The training recipe of the demo detector. Changing any value changes the cache key.
@@ -41,7 +41,7 @@ DEMO_TRAINING = {
     "epochs": 15,
     "batch": 16,
     "seed": 0,
-    "generator": 1,  # bump when secure_data.testing.datasets draws differently
+    "generator": 1,  # bump when secure_data_testkit.datasets draws differently
 }
 
 
@@ -78,7 +78,7 @@ def demo_detector(cache_dir: str | os.PathLike | None = None) -> tuple[Path, str
 
 
 def _train_demo_detector(cache: Path, key: str, target: Path) -> None:
-    from secure_data.testing.datasets import CLASS_NAMES, make_yolo_dataset
+    from secure_data_testkit.datasets import CLASS_NAMES, make_yolo_dataset
 
     _ultralytics_env()
     r = DEMO_TRAINING

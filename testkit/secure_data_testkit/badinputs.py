@@ -1,7 +1,7 @@
 """A corpus of bad inputs, mixed into a real (generated) YOLO dataset, with what each one should get.
 
 ``inject_bad_inputs(root)`` adds 80 kinds of hostile, broken or merely odd files to a
-dataset made by :func:`secure_data.testing.datasets.make_yolo_dataset` and returns one
+dataset made by :func:`secure_data_testkit.datasets.make_yolo_dataset` and returns one
 :class:`BadInput` per kind: the files it created or changed (as manifest paths) and the
 outcome the integrity stage must give each of them with its default policies:
 
@@ -153,7 +153,7 @@ class _Injector:
     # --- content -----------------------------------------------------------------------------
     def fresh(self, *, max_objects: int = 3):
         """A freshly drawn image (BGR array) and its YOLO label text (also kept as ``pending_label``)."""
-        from secure_data.testing.datasets import draw_sample
+        from secure_data_testkit.datasets import draw_sample
 
         w, h = self.size
         img, boxes = draw_sample(self.rng, w, h, max_objects)

@@ -208,7 +208,7 @@ class OpenBaoServer:
         self.close()
 
 
-def main() -> None:  # pragma: no cover - convenience CLI: python -m secure_data.testing.openbao
+def main() -> None:  # pragma: no cover - convenience CLI: python -m secure_data_testkit.openbao
     server = OpenBaoServer().start()
     print(json.dumps({"url": server.url, "root_token": server.root_token, "pid": server._proc.pid}))
     sys.stdout.flush()

