@@ -13,8 +13,9 @@ if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# constraints.txt is the full, pinned transitive lock; pyproject.toml pins the direct dependencies.
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[test]' -e ./testkit
+# constraints.txt is the full, pinned transitive lock (pyproject.toml has lower bounds only): this installs
+# exactly the lock. The test kit (testkit/, dev-only) goes in editable, beside the product and its dev extra.
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev]' -e ./testkit
 # A plugins/secure_data.egg-info left by an older install (setup.cfg now writes it under scripts/): Airflow puts
 # plugins/ on sys.path, so it was a second copy of the package metadata and Airflow loaded the airflow.plugins
 # entry point twice ("Plugin 'secure_data' already registered", a plugin import error on the home page).

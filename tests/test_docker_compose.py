@@ -332,8 +332,9 @@ def test_dockerfile_matches_installed_airflow_and_constraints():
     assert constraints["apache-airflow"] == airflow_version
 
     installs = [line for line in lines if "pip install" in line]
-    project = [line for line in installs if "'.[s3]'" in line or '".[s3]"' in line]
-    assert project, "the project is not pip-installed with its s3 extra"
+    # One image for every role: the workers' stage libraries (`workers` extra) and s3fs (`s3` extra).
+    project = [line for line in installs if "'.[workers,s3]'" in line or '".[workers,s3]"' in line]
+    assert project, "the project is not pip-installed with its workers and s3 extras"
     assert re.search(r"(-c|--constraint)\s+\S*constraints\.txt", project[0]), project[0]
     assert any("constraints.txt" in line for line in lines if line.startswith("COPY"))
     # Extra pins in the Dockerfile must agree with the lock wherever the lock pins the same package.
