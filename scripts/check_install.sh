@@ -61,7 +61,7 @@ try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:  # Airflow releases before the move
     from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 print(f"ok: dags/ parses: {sorted(bag.dag_ids)}")
 EOF

@@ -9,8 +9,14 @@ CLI (the demo uses it)::
 
     python -m secure_data.vault.setup --url http://127.0.0.1:8200 --token-file root.token --out creds.json
     python -m secure_data.vault.setup --render-policies out/policies   # rendered HCL, for review
+    # The sanitizer and trainer AppRoles as Airflow connections (vault_sanitizer, vault_trainer), from the
+    # bootstrap just run or from an earlier --out file (no token needed then):
+    python -m secure_data.vault.setup ... --out creds.json --emit-airflow-connections conns.json
+    python -m secure_data.vault.setup --creds creds.json --emit-airflow-connections conns.json
+    airflow connections import conns.json          # or: a secrets backend; or conns.env for docker env-files
 
-``--out`` holds the secret_ids, so it is written atomically with mode 0600.
+``--out`` and the emitted connections hold the secret_ids, so they are written atomically with mode 0600;
+nothing secret is printed.
 This module talks to Vault through hvac only; it does not import Airflow.
 """
 
@@ -319,6 +325,42 @@ def bootstrap(
     )
 
 
+# The AppRoles that are Airflow connections (keyadmin rotates keys by hand, outside Airflow).
+CONNECTION_ROLES = (SANITIZER, TRAINER)
+
+
+def airflow_connections(result: BootstrapResult, url: str | None = None, *,
+                        conn_ids: Mapping[str, str] | None = None, namespace: str | None = None,
+                        verify: bool | str | None = None) -> dict[str, dict[str, Any]]:
+    """``{conn_id: connection}`` for the sanitizer and trainer AppRoles, in the JSON form that
+    ``airflow connections import`` and the local-filesystem secrets backend read (contains secret_ids).
+
+    Connection ids: ``conn_ids`` or the deployment's (``SECURE_DATA_SANITIZER_VAULT_CONN_ID`` /
+    ``SECURE_DATA_TRAINER_VAULT_CONN_ID``, default ``vault_sanitizer`` / ``vault_trainer``), the ones the DAGs,
+    ``sanitize_dataset`` and ``package_consumer`` use by default. ``url``: the server as the workers reach it
+    (default: the bootstrap's).
+    """
+    from secure_data.policy.anchors import sanitizer_vault_conn_id, trainer_vault_conn_id
+    from secure_data.vault.connection import connection_dict_for
+
+    ids = {SANITIZER: sanitizer_vault_conn_id(), TRAINER: trainer_vault_conn_id(), **dict(conn_ids or {})}
+    return {ids[role]: connection_dict_for(role, result, url, namespace=namespace, verify=verify)
+            for role in CONNECTION_ROLES}
+
+
+def write_airflow_connections(connections: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
+    """Write the connections (0600, atomically): ``*.env`` as ``AIRFLOW_CONN_<ID>='<json>'`` lines (docker
+    env-files, systemd ``EnvironmentFile``), anything else as ``airflow connections import`` JSON."""
+    from secure_data.dataset.atomic import atomic_write_text
+
+    if str(path).endswith(".env"):
+        text = "".join(f"AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(conn, sort_keys=True)}'\n"
+                       for conn_id, conn in connections.items())
+    else:
+        text = json.dumps(dict(connections), indent=2, sort_keys=True) + "\n"
+    return atomic_write_text(path, text, mode=0o600)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m secure_data.vault.setup", description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="Vault/OpenBao address, e.g. http://127.0.0.1:8200")
@@ -335,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default=None)
     parser.add_argument("--ca-cert", default=None, help="CA bundle for TLS verification")
     parser.add_argument("--render-policies", metavar="DIR", help="only write the rendered HCL policies to DIR")
+    parser.add_argument("--emit-airflow-connections", metavar="FILE",
+                        help="also write the sanitizer and trainer AppRoles as Airflow connections (0600): "
+                             "FILE.json for `airflow connections import`, FILE.env for AIRFLOW_CONN_* lines")
+    parser.add_argument("--creds", metavar="FILE", help="with --emit-airflow-connections: convert this earlier "
+                                                        "--out file instead of bootstrapping (no token needed)")
+    parser.add_argument("--connection-url", default=None,
+                        help="the Vault address as the Airflow workers reach it (default: --url / the creds')")
     args = parser.parse_args(argv)
 
     names = dict(kv_mount=args.kv_mount, transit_mount=args.transit_mount, data_key=args.data_key,
@@ -347,8 +396,13 @@ def main(argv: list[str] | None = None) -> int:
             (out / f"{policy_name(role)}.hcl").write_text(render_policy(role, **names))
         print(f"wrote {len(ROLES)} policies to {out}")
         return 0
+    if args.creds:
+        if not args.emit_airflow_connections:
+            parser.error("--creds goes with --emit-airflow-connections")
+        return _emit(read_result(args.creds), args)
     if not (args.url and args.token_file and args.out):
-        parser.error("--url, --token-file and --out are required (or use --render-policies)")
+        parser.error("--url, --token-file and --out are required (or use --render-policies, or --creds with "
+                     "--emit-airflow-connections)")
     token = Path(args.token_file).read_text().strip()
     secrets = json.loads(Path(args.secrets_file).read_text()) if args.secrets_file else None
     result = bootstrap(args.url, token, secrets=secrets, namespace=args.namespace,
@@ -357,6 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     # Non-secret summary only.
     print(json.dumps({"url": result.url, "roles": [r.role for r in result.roles],
                       "secret_paths": list(result.secret_paths), "out": str(args.out)}))
+    return _emit(result, args) if args.emit_airflow_connections else 0
+
+
+def _emit(result: BootstrapResult, args: argparse.Namespace) -> int:
+    connections = airflow_connections(result, args.connection_url, namespace=args.namespace,
+                                      verify=args.ca_cert or None)
+    path = write_airflow_connections(connections, args.emit_airflow_connections)
+    print(json.dumps({"airflow_connections": sorted(connections), "file": str(path)}))  # ids only, no secret
     return 0
 
 
