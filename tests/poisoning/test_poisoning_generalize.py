@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from secure_data.poisoning import PoisoningConfig
 from secure_data.poisoning.duplicates import DupEdge, verify_edges
-from secure_data_testkit.attacks import inject_art_attack, make_clean_dataset, trigger_image
+from secure_data_testkit.attacks import inject_art_attack, make_clean_dataset, near_copy, trigger_image
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +165,100 @@ def test_phash_zero_pair_is_never_dropped():
     kept = verify_edges([DupEdge(0, 1, "near", 0, False)], {0: a, 1: b}.get, config)
     assert [(e.a, e.b, e.distance) for e in kept] == [(0, 1, 0)]
     assert kept[0].transform is None  # kept on the hash alone: no transform is claimed
+
+
+# ---------------------------------------------------------------- leaks beyond the pHash radius
+
+def _textured(seed: int):
+    """A 160x240 grey picture full of corners (random rectangles): ORB finds hundreds of keypoints."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.full((160, 240), 128, np.uint8)
+    for _ in range(120):
+        x, y = (int(v) for v in rng.integers(0, 230, size=1)), int(rng.integers(0, 150))
+        x = next(x)
+        w, h = (int(v) for v in rng.integers(4, 20, size=2))
+        cv2.rectangle(img, (x, y), (x + w, y + h), int(rng.integers(0, 256)), -1)
+    return img
+
+
+def _far_copy(sources, kind: str, radius: int, seed: int):
+    """(source, copy bytes): a copy made with one transform whose pHash is more than ``radius`` bits from
+    its source's (the first source, in order, for which one of 20 draws gets that far)."""
+    import cv2
+
+    from secure_data.poisoning.phash import hamming, phash
+
+    def ph(data: bytes) -> int:
+        return phash(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE))
+
+    rng = np.random.default_rng(seed)
+    for path in sources:
+        src = path.read_bytes()
+        for _ in range(20):
+            data, _ = near_copy(src, [], kind, rng, crop_max=0.05)
+            if hamming(ph(data), ph(src)) > radius:
+                return path, data
+    raise AssertionError(f"no {kind} copy beyond {radius} bits")
+
+
+def test_leaks_beyond_the_phash_radius_are_proposed_by_layout_and_verified(small_root, tmp_path, screen):
+    """Crop (5 %/side), colour shift and shift+brighten+re-encode copies 9+ pHash bits away: no pHash
+    candidate, so the code before the layout nearest-neighbour proposals could not find them."""
+    import shutil
+
+    root = Path(shutil.copytree(small_root, tmp_path / "leaky"))
+    config = PoisoningConfig()
+    leaked = set()
+    train = sorted((root / "images/train").glob("*.jpg"))
+    for n, kind in enumerate(("crop", "crop", "colour", "colour", "shift_mix", "shift_mix")):
+        src, data = _far_copy(train[20 * n:], kind, config.near_dup_radius, n)
+        (root / f"images/val/val_{n:05d}.jpg").write_bytes(data)
+        shutil.copy(root / f"labels/train/{src.stem}.txt", root / f"labels/val/val_{n:05d}.txt")
+        leaked.add(f"val/val_{n:05d}")
+    s = screen(root, config)
+    assert s.suspects("split_leakage") == leaked
+    pairs = [p for f in s.findings if f["check"] == "split_leakage" for p in f["evidence"]["pairs"]]
+    assert all(p["proposed_by"] == "layout nearest neighbour" and p["hamming"] > config.near_dup_radius
+               and p["frame_overlap"] >= config.leak_min_overlap for p in pairs), pairs
+    # the same data with the proposals off: the old behaviour, none found
+    off = screen(root, replace(config, leak_neighbours=0), name="off")
+    assert not off.suspects("split_leakage") & leaked
+
+
+def test_layout_proposal_needs_frames_that_cover_each_other():
+    """Two views of one picture overlapping by half verify with ORB, but are not a copy of each other."""
+    import cv2
+
+    from secure_data.poisoning.duplicates import frame_overlap
+
+    config = PoisoningConfig()
+    full = _textured(2)
+    left, right = full[:, :160], full[:, 80:]  # share half of each frame
+    copy = cv2.resize(left[4:-4, 6:-5], (160, 160), interpolation=cv2.INTER_AREA)  # ~4 %/side crop
+    kept = verify_edges([DupEdge(0, 1, "near", 20, False, proposal="layout", similarity=0.7),
+                         DupEdge(0, 2, "near", 14, False, proposal="layout", similarity=0.8)],
+                        {0: left, 1: right, 2: copy}.get, config)
+    assert [(e.a, e.b) for e in kept] == [(0, 2)], kept
+    assert kept[0].overlap >= config.leak_min_overlap
+    assert frame_overlap((1, 0, 0.5, 0, 1, 0)) == pytest.approx(0.5)  # shifted by half a frame
+
+
+def test_shared_background_with_different_objects_is_not_a_leak():
+    from secure_data.dataset.manifest import FileRecord
+    from secure_data.poisoning.duplicates import check_duplicates, duplicate_groups
+    from secure_data.poisoning.samples import Sample
+
+    def sample(key, boxes):
+        split = key.split("/")[0]
+        rec = FileRecord(path=f"images/{key}.jpg", sha256=key, size=1, kind="image", split=split, sample=key)
+        return Sample(key=key, split=split, image=rec, label=None, boxes=tuple(boxes))
+
+    samples = [sample("train/a", [(0, 0.2, 0.2, 0.1, 0.1)]), sample("val/b", [(1, 0.7, 0.7, 0.1, 0.1)]),
+               sample("val/c", [(0, 0.21, 0.2, 0.1, 0.1)])]
+    ident = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    edges = [DupEdge(0, 1, "near", 20, False, 90, ident, proposal="layout", similarity=0.7, overlap=0.9),
+             DupEdge(0, 2, "near", 20, False, 90, ident, proposal="layout", similarity=0.7, overlap=0.9)]
+    found = check_duplicates(samples, [None] * 3, edges, duplicate_groups(3, edges), {}, PoisoningConfig())
+    assert [(f.check, list(f.suspects)) for f in found] == [("split_leakage", ["val/c"])]

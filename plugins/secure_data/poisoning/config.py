@@ -130,6 +130,12 @@ class PoisoningConfig:
     # best small shift (only where an image has < 100 ORB corners;
     # copies: 0.97+, while flat-background pHash neighbours that are not copies reach 0.94-0.97)
     dup_min_correlation: float = 0.97
+    # leakage beyond the pHash radius: each val/test image's nearest earlier-split images by layout cosine
+    # (crops, shifts and colour shifts land 9-18 pHash bits away but stay the nearest neighbour), verified
+    # like any candidate; an ORB-verified proposal must map frame onto frame (overlap of the two frames)
+    leak_neighbours: int = 2  # 0: off
+    leak_min_similarity: float = 0.5  # copies seen at 0.67-0.93, unrelated images' 99.9th percentile 0.70-0.77
+    leak_min_overlap: float = 0.7  # a 5 %-per-side crop keeps 0.81
     box_match_iou: float = 0.5  # boxes of two near-duplicates are "the same box" above this IoU
 
     # per-class robust box statistics
@@ -205,6 +211,10 @@ class PoisoningConfig:
         object.__setattr__(self, "policies", merged)
         if not 0 <= self.near_dup_radius < 32:
             raise ValueError("near_dup_radius must be in 0..31")
+        if not 0 <= self.leak_neighbours <= 16:
+            raise ValueError("leak_neighbours must be in 0..16")
+        if not -1.0 <= self.leak_min_similarity <= 1.0 or not 0.0 <= self.leak_min_overlap <= 1.0:
+            raise ValueError("leak_min_similarity must be in -1..1 and leak_min_overlap in 0..1")
         if self.block_px < 4 or self.block_px % 2:
             raise ValueError("block_px must be an even number >= 4")
         if self.stats_boxes_per_image < 1:

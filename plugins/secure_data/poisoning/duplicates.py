@@ -5,6 +5,11 @@
   mirror of every image), found with multi-index hashing: no pair loop. Every
   candidate is then verified geometrically (ORB + RANSAC similarity), which also
   gives the transform that carries one copy's boxes onto the other.
+* Leakage proposals beyond the pHash radius: every val/test image's nearest
+  ``leak_neighbours`` earlier-split images by the cosine of their low-frequency DCT
+  vectors (what pHash thresholds; a crop, shift or colour shift moves the values
+  little but flips the bits near the median). Verified the same way, and the
+  verified transform must make the two frames cover each other (``leak_min_overlap``).
 
 Duplicates are joined into groups (union-find). Inside a group the labels of every
 linked pair are compared box by box (IoU matching, mirrored if the pair is a
@@ -22,7 +27,7 @@ mirror image). Three findings come out of it:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from secure_data.poisoning.config import PoisoningConfig
@@ -42,6 +47,9 @@ class DupEdge:
     inliers: int | None = None  # geometric verification: ORB matches consistent with one similarity
     transform: tuple[float, ...] | None = None  # 2x3 affine, b's normalised coords -> a's (mirror included)
     correlation: float | None = None  # thumbnail verification (where ORB found too little texture)
+    proposal: str = "phash"  # what proposed the pair: "phash" (within the radius) | "layout" (nearest neighbour)
+    similarity: float | None = None  # cosine of the layout vectors (layout proposals)
+    overlap: float | None = None  # share of each frame the other covers after verification (layout proposals)
 
 
 class _UnionFind:
@@ -115,7 +123,77 @@ def find_duplicate_edges(
         for (u, v), (d, mirrored) in sorted(best.items()):
             a, b = sorted((value_reps[u], value_reps[v]))
             edges.append(DupEdge(a, b, "near", d, mirrored))
+    edges.extend(_layout_proposals(samples, feats, usable, edges, config))
     return edges
+
+
+_NN_CHUNK = 4096  # query rows per matrix product (bounds memory: chunk x references floats)
+
+
+def _layout_proposals(
+    samples: Sequence[Sample], feats: Sequence[SampleFeatures], usable: Sequence[int],
+    known: Sequence[DupEdge], config: PoisoningConfig,
+) -> list[DupEdge]:
+    """Each later-split image's ``leak_neighbours`` nearest earlier-split images by layout cosine.
+
+    One matrix product per chunk of queries (n_eval x n_earlier x 63 multiply-adds): cheap to a few
+    hundred thousand images, and the work grows with the product of the split sizes (docs/poisoning.md).
+    Pairs pHash already proposed are skipped; the rest are only proposals until verified.
+    """
+    import numpy as np
+
+    k = config.leak_neighbours
+    have = [i for i in usable if feats[i].layout is not None]
+    if k <= 0 or not have:
+        return []
+    ranks = {i: split_rank(samples[i].split or "") for i in have}
+    known_pairs = {(e.a, e.b) for e in known}
+    out: dict[tuple[int, int], DupEdge] = {}
+    for rank in sorted(set(ranks.values()))[1:]:
+        queries = [i for i in have if ranks[i] == rank]
+        refs = [i for i in have if ranks[i] < rank]
+        ref_m = np.stack([feats[i].layout for i in refs])
+        kk = min(k, len(refs))
+        for start in range(0, len(queries), _NN_CHUNK):
+            chunk = queries[start:start + _NN_CHUNK]
+            best_sim = best_mirror = None
+            for mirrored in ((False, True) if config.match_mirrored else (False,)):
+                q = np.stack([feats[i].layout_mirror if mirrored else feats[i].layout for i in chunk])
+                sims = q @ ref_m.T
+                if best_sim is None:
+                    best_sim, best_mirror = sims, np.zeros_like(sims, dtype=bool)
+                else:
+                    better = sims > best_sim
+                    best_sim = np.where(better, sims, best_sim)
+                    best_mirror = better
+            top = np.argpartition(-best_sim, kk - 1, axis=1)[:, :kk]
+            for row, q_idx in enumerate(chunk):
+                for col in top[row].tolist():
+                    sim = float(best_sim[row, col])
+                    if sim < config.leak_min_similarity:
+                        continue
+                    a, b = sorted((refs[col], q_idx))
+                    if (a, b) in known_pairs or (a, b) in out:
+                        continue
+                    mirrored = bool(best_mirror[row, col])
+                    fa, fb = feats[a], feats[b]
+                    d = hamming_distance(fa.phash, fb.phash_mirror if mirrored else fb.phash)
+                    out[(a, b)] = DupEdge(a, b, "near", d, mirrored, proposal="layout", similarity=round(sim, 4))
+    return [out[key] for key in sorted(out)]
+
+
+def hamming_distance(x: int, y: int) -> int:
+    return (x ^ y).bit_count()
+
+
+def frame_overlap(transform: Sequence[float]) -> float:
+    """How much two frames share under a b -> a normalised transform: the smaller of the share of a that
+    b's frame covers and the share of b's frame that lies inside a (1.0: same picture area)."""
+    _, cx, cy, w, h = map_boxes([(0, 0.5, 0.5, 1.0, 1.0)], transform)[0]
+    iw = max(0.0, min(1.0, cx + w / 2) - max(0.0, cx - w / 2))
+    ih = max(0.0, min(1.0, cy + h / 2) - max(0.0, cy - h / 2))
+    inter = iw * ih
+    return min(inter, inter / (w * h)) if w * h > 0 else 0.0
 
 
 def duplicate_groups(n: int, edges: Sequence[DupEdge]) -> list[int]:
@@ -233,7 +311,8 @@ def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[flo
 
 def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
     """Keep exact edges; keep a pHash edge if the two images verify geometrically (ORB + RANSAC) or,
-    where ORB finds too little texture, if their thumbnails correlate after a small shift. A pair at
+    where ORB finds too little texture or only half the inliers, if their thumbnails also correlate after
+    a small shift. A pair at
     pHash distance 0 is never dropped (its verification is recorded, whatever it found)."""
     import cv2
 
@@ -268,16 +347,28 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
             continue
         inliers, transform = verify_pair(ga, gb, mirrored=e.mirrored, min_inliers=config.dup_min_inliers)
         if inliers >= config.dup_min_inliers:
+            if e.proposal == "layout":
+                # a nearest neighbour is only a copy if the verified transform maps frame onto frame: two
+                # overlapping views of one scene share keypoints too
+                overlap = frame_overlap(transform) if transform is not None else 0.0
+                if overlap >= config.leak_min_overlap:
+                    kept.append(replace(e, inliers=inliers, transform=transform, overlap=round(overlap, 3)))
+                continue
             kept.append(DupEdge(e.a, e.b, e.kind, e.distance, e.mirrored, inliers, transform))
             continue
         # ORB had corners to judge by and found no common transform: a different picture. Only where one
-        # side has too few corners (low texture) is the thumbnail correlation asked instead.
+        # side has too few corners (low texture), or ORB found part of the evidence (at least half the
+        # inliers: a colour shift changes the grey levels ORB's binary tests compare), is the thumbnail
+        # correlation asked as well; then it must confirm on its own threshold.
         low_texture = min(corners(e.a, ga), corners(e.b, gb)) < _LOW_TEXTURE_CORNERS
-        score, shift = thumbnail_match(ga, gb, mirrored=e.mirrored) if low_texture or e.distance == 0 else (0.0, None)
-        confirmed = low_texture and score >= config.dup_min_correlation
+        partial = inliers >= config.dup_min_inliers // 2
+        ask = low_texture or partial or e.distance == 0
+        score, shift = thumbnail_match(ga, gb, mirrored=e.mirrored) if ask else (0.0, None)
+        confirmed = (low_texture or partial) and score >= config.dup_min_correlation
         if confirmed or e.distance == 0:
-            kept.append(DupEdge(e.a, e.b, e.kind, e.distance, e.mirrored, inliers,
-                                shift if confirmed else None, round(score, 4)))
+            overlap = round(frame_overlap(shift), 3) if confirmed and e.proposal == "layout" else None
+            kept.append(replace(e, inliers=inliers, transform=shift if confirmed else None,
+                                correlation=round(score, 4), overlap=overlap))
     return kept
 
 
@@ -353,6 +444,12 @@ def labels_conflict(cmp: Mapping) -> bool:
 
 # ---------------------------------------------------------------- findings
 
+def _shared_background_only(sa: Sample, sb: Sample, e: DupEdge, config: PoisoningConfig) -> bool:
+    if e.proposal != "layout" or not sa.boxes or not sb.boxes:
+        return False
+    cmp = compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou, transform=e.transform)
+    return cmp["same"] == 0 and cmp["class_changed"] == 0
+
 def check_duplicates(
     samples: Sequence[Sample],
     feats: Sequence[SampleFeatures],
@@ -361,7 +458,15 @@ def check_duplicates(
     content_flags: Mapping[str, int],
     config: PoisoningConfig,
 ) -> list[Finding]:
-    """Findings for every duplicate group: label conflicts, split leakage, plain redundancy."""
+    """Findings for every duplicate group: label conflicts, split leakage, plain redundancy.
+
+    A pair only the layout nearest-neighbour search proposed (beyond the pHash radius) that verified
+    geometrically but whose labelled boxes have nothing in common is two views of one background with
+    different objects on it (what overlapping crops of one photograph look like), not a copy: dropped.
+    """
+    kept = [e for e in edges if not _shared_background_only(samples[e.a], samples[e.b], e, config)]
+    if len(kept) != len(edges):
+        edges, groups = kept, duplicate_groups(len(samples), kept)
     by_group: dict[int, list[DupEdge]] = {}
     for e in edges:
         by_group.setdefault(groups[e.a], []).append(e)
@@ -381,6 +486,8 @@ def check_duplicates(
                 "first": sa.key, "second": sb.key, "kind": e.kind, "hamming": e.distance,
                 "mirrored": e.mirrored, "verified_inliers": e.inliers, "labels": cmp,
                 **({"verified_correlation": e.correlation} if e.correlation is not None else {}),
+                **({"proposed_by": "layout nearest neighbour", "layout_cosine": e.similarity,
+                    "frame_overlap": e.overlap} if e.proposal == "layout" else {}),
             }
             edge_docs.append(doc)
             if labels_conflict(cmp):

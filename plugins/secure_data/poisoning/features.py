@@ -4,7 +4,8 @@ Extraction is a pure function of (image bytes, boxes, config, class templates), 
 runs per sample, per shard, in any number of processes; the checks only ever merge
 these small records. Per image it yields:
 
-* the 64-bit pHash of the image and of its mirror (near-duplicates, leakage);
+* the 64-bit pHash of the image and of its mirror (near-duplicates, leakage), and the
+  low-frequency DCT values it thresholds (layout vectors: leakage beyond the pHash radius);
 * block hashes: a JPEG-tolerant ternary code of every high-contrast 8x8 block at
   stride 1 (trigger patches), with positions;
 * per box, how well the box content fits the class templates (shifted boxes,
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secure_data.poisoning.config import PoisoningConfig
-from secure_data.poisoning.phash import phash_pair
+from secure_data.poisoning.phash import layout_pair, phash_pair
 from secure_data.poisoning.samples import BoxTuple
 
 TEMPLATE_MARGIN = 0.5  # the template frame shows the box plus half a box of context on each side
@@ -52,6 +53,8 @@ class SampleFeatures:
     key: str
     phash: int = 0
     phash_mirror: int = 0
+    layout: Any = None  # float32[63]: unit low-frequency DCT vector (leakage nearest-neighbour proposals)
+    layout_mirror: Any = None
     scale: float = 1.0  # analysis pixels per image pixel (block hashes are at analysis resolution)
     analysis_size: tuple[int, int] = (0, 0)  # (width, height) at analysis resolution
     codes: Any = None  # int64 array: ternary block codes
@@ -257,6 +260,7 @@ def extract_features(
         return SampleFeatures(key=key, error=str(exc))
     gray, scale = analysis_gray(img, config.analysis_max_side)
     ph, ph_mirror = phash_pair(gray)
+    layout, layout_mirror = layout_pair(gray)
     codes, xs, ys = block_codes(gray, block_px=config.block_px, min_contrast=config.block_min_contrast)
     h, w = img.shape[:2]
     fits = []
@@ -266,6 +270,6 @@ def extract_features(
             if fit is not None:
                 fits.append(fit)
     return SampleFeatures(
-        key=key, phash=ph, phash_mirror=ph_mirror, scale=scale, analysis_size=(gray.shape[1], gray.shape[0]),
+        key=key, phash=ph, phash_mirror=ph_mirror, layout=layout, layout_mirror=layout_mirror, scale=scale, analysis_size=(gray.shape[1], gray.shape[0]),
         codes=codes, xs=xs, ys=ys, fits=tuple(fits),
     )

