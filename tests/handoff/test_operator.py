@@ -38,7 +38,7 @@ def _anonymize_stage(dataset: Path, out: Path) -> StageResult:
     digest = write_manifest(manifest_path, {"stage": "anonymize"}, records)
     return StageResult(stage="anonymize", manifest_path=str(manifest_path), manifest_digest=digest,
                        counts={"files": len(records)}, data_root=str(dataset),
-                       extra={"audit_digest": "sha256:" + "a" * 64})
+                       figures={"audit_digest": "sha256:" + "a" * 64})
 
 
 def _key_forms(key: bytes) -> list[bytes]:

@@ -36,13 +36,13 @@ def run_with_stages(tmp_path):
         blob = f.read_bytes()
         kind = "image" if rel.endswith(".jpg") else "label" if rel.endswith(".txt") else "meta"
         records.append(FileRecord(path=rel, sha256=sha256_hex(blob), size=len(blob), kind=kind,
-                                  meta={"n_obfuscated": 2} if kind == "image" else {}))
+                                  meta={"anonymized_boxes": 2} if kind == "image" else {}))
     bad = records[1].quarantined(Reason("image.truncated", "JPEG ends before EOI", "integrity"))
     records[1] = bad
     layout = RunLayout.for_run(tmp_path / "runs", "secure_pretraining_sanitization", "manual__2026-11-27T00:00:00")
     stages = {
         "integrity": _stage(layout, "integrity", data, records),
-        "anonymize": _stage(layout, "anonymize", data, records, residual_detections=0,
+        "anonymize": _stage(layout, "anonymize", data, records, residual_detections=0, boxes=10,
                             boxes_per_class={"face": 7, "plate": 3}, images_per_second=12.5),
     }
     return layout, stages, bad

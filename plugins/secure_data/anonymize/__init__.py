@@ -10,8 +10,9 @@ Entry points: :func:`run_anonymize_shard` (one shard, resumable) and
 from __future__ import annotations
 
 from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec
+from secure_data.anonymize.merge import merge_anonymize, merge_shards
 from secure_data.anonymize.modelfile import ModelIntegrityError
-from secure_data.anonymize.shard import STAGE, merge_anonymize, merge_shards, run_anonymize_shard, shard_of
+from secure_data.anonymize.shard import STAGE, run_anonymize_shard, shard_of
 
 __all__ = [
     "STAGE",

@@ -36,14 +36,12 @@ from secure_data.dataset.manifest import (
     Manifest,
     Reason,
     canonical_json,
-    count_records,
     digest_of,
     read_manifest,
     verified_read,
-    write_manifest,
 )
 from secure_data.dataset.quarantine import quarantine_file
-from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.dataset.stage import IntegrityFigures, RunLayout, StageFailed, StageResult, finish_stage
 from secure_data.dataset.storage import Mirror, is_remote, mirror_source, source_label
 from secure_data.integrity import codes
 from secure_data.integrity.codes import ACCEPT, FAIL, POLICY_OF, QUARANTINE, STAGE, WARN, Finding, stronger
@@ -71,12 +69,8 @@ class DatasetError(ValueError):
     """The input cannot be checked at all (no data.yaml, bad class names, not a directory...)."""
 
 
-class IntegrityFailed(RuntimeError):
+class IntegrityFailed(StageFailed):
     """A check whose policy is "fail" fired. The manifest, quarantine and reports are written first."""
-
-    def __init__(self, message: str, result: StageResult):
-        super().__init__(message)
-        self.result = result
 
 
 def action_for(code: str, config: IntegrityConfig) -> str:
@@ -590,27 +584,17 @@ def _finish(prep: _Prepared, results: dict[str, FileResult], layout: RunLayout, 
         "verdict": verdict,
     }
     manifest_path = stage_dir / MANIFEST_NAME
-    digest = write_manifest(manifest_path, header, records.values())
-    counts = dict(count_records(records.values()))
-    counts["warned"] = sum(1 for r in records.values() if r.accepted and r.reasons)
-    counts["labels"] = sum(1 for r in records.values() if r.kind == "label")
-    counts["labels_accepted"] = sum(1 for r in records.values() if r.kind == "label" and r.accepted)
-    result = StageResult(
-        stage=STAGE,
-        manifest_path=str(manifest_path),
-        manifest_digest=digest,
-        counts=counts,
-        data_root=str(data_root),
-        extra={
-            "verdict": verdict,
-            "gx_success": gx.success,
-            "gx_data_docs": str(gx.docs_index) if gx.docs_index else None,
-            "quarantine_dir": str(qroot),
-            "tamper_diff": str(stage_dir / TAMPER_DIFF_NAME) if tamper_summary else None,
-            "reference_digest": tamper_summary["reference_digest"] if tamper_summary else None,
-        },
-    )
-    log.info("integrity: verdict %s, %s, manifest %s", verdict, counts, digest)
+    counts = {"warned": sum(1 for r in records.values() if r.accepted and r.reasons),
+              "labels": sum(1 for r in records.values() if r.kind == "label"),
+              "labels_accepted": sum(1 for r in records.values() if r.kind == "label" and r.accepted)}
+    figures = IntegrityFigures(
+        verdict=verdict, gx_success=gx.success, gx_data_docs=str(gx.docs_index) if gx.docs_index else None,
+        quarantine_dir=str(qroot), tamper_diff=str(stage_dir / TAMPER_DIFF_NAME) if tamper_summary else None,
+        reference_digest=tamper_summary["reference_digest"] if tamper_summary else None)
+    result = finish_stage(STAGE, manifest_path, header, records.values(), data_root=data_root, figures=figures,
+                          counts=counts)
+    digest = result.manifest_digest
+    log.info("integrity: verdict %s, %s, manifest %s", verdict, result.counts.to_dict(), digest)
     if verdict == FAIL:
         raise IntegrityFailed(f"integrity checks with policy 'fail' fired: {', '.join(fired)} "
                               f"(manifest {manifest_path}, {digest})", result)

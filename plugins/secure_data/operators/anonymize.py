@@ -162,7 +162,7 @@ class AnonymizeMergeOperator(_AnonymizeBase):
         self.shard_results = shard_results
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from secure_data.anonymize.shard import merge_anonymize
+        from secure_data.anonymize.merge import merge_anonymize
         from secure_data.dataset.stage import StageResult
 
         shard_results = self.shard_results

@@ -108,7 +108,7 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
 
         from secure_data import settings
         from secure_data.dataset.atomic import atomic_write_text
-        from secure_data.dataset.stage import RunLayout, StageResult
+        from secure_data.dataset.stage import HandoffFigures, RunLayout, StageResult
         from secure_data.handoff import remote, stream
         from secure_data.handoff.from_stage import derived_package_id, package_stage
         from secure_data.handoff.package import MANIFEST_FILE, package_path
@@ -159,7 +159,7 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
         root = info.uri.rstrip("/") if remote.is_remote(info.uri) else str(package_path(info.uri))
         return self.lineage_result(StageResult(
             stage="handoff", manifest_path=f"{root}/{MANIFEST_FILE}", manifest_digest=info.manifest_digest,
-            counts=dict(info.counts), data_root=root, extra={**info.to_dict(), **provenance},
+            counts=dict(info.counts), data_root=root, figures=HandoffFigures(**info.to_dict(), **provenance),
         ).to_xcom())
 
 

@@ -26,13 +26,18 @@ from secure_data.dataset.manifest import (
     Manifest,
     Reason,
     canonical_json,
-    count_records,
     read_manifest,
     verified_read,
-    write_manifest,
 )
 from secure_data.dataset.quarantine import quarantine_file
-from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.dataset.stage import (
+    PoisoningFigures,
+    RunLayout,
+    StageFailed,
+    StageResult,
+    finish_stage,
+    open_upstream,
+)
 from secure_data.poisoning.boxchecks import check_box_fits, check_box_outliers
 from secure_data.poisoning.config import FAIL, QUARANTINE, PoisoningConfig
 from secure_data.poisoning.duplicates import (
@@ -63,12 +68,11 @@ CONTENT_CHECKS = ("box_outlier", "box_misaligned", "class_confusion")
 log = logging.getLogger(__name__)
 
 
-class PoisoningCheckFailed(RuntimeError):
+class PoisoningCheckFailed(StageFailed):
     """A check whose policy is ``fail`` fired. Outputs were written first, for inspection."""
 
     def __init__(self, message: str, result: StageResult, failed_checks: Sequence[str]) -> None:
-        super().__init__(message)
-        self.result = result
+        super().__init__(message, result)
         self.failed_checks = tuple(failed_checks)
 
 
@@ -272,7 +276,7 @@ def run_poisoning(
     match its digest.
     """
     config = config or PoisoningConfig()
-    manifest = read_manifest(upstream.manifest_path, expected_digest=upstream.manifest_digest)
+    upstream, manifest = open_upstream(upstream)
     root = upstream.data_root
     samples = collect_samples(manifest.records)
     names = _class_names(root, manifest.records)
@@ -308,27 +312,13 @@ def run_poisoning(
         "findings": {"path": FINDINGS_NAME, "digest": written.digest, "by_check": dict(written.by_check)},
         "config": config.to_dict(),
     }
-    manifest_path = out_dir / MANIFEST_NAME
-    digest = write_manifest(manifest_path, header, records)
-    counts = count_records(records)
-    if len(records) != len(manifest.records) or counts["files"] != manifest.counts()["files"]:
-        raise AssertionError("poisoning stage lost or invented records")  # never: accepted + quarantined = input
     failed = sorted({f.check for f in findings if f.action == FAIL})
-    result = StageResult(
-        stage=STAGE,
-        manifest_path=str(manifest_path),
-        manifest_digest=digest,
-        counts=counts,
-        data_root=root,
-        extra={
-            "findings_path": str(out_dir / FINDINGS_NAME),
-            "findings_digest": written.digest,
-            "findings_by_check": dict(written.by_check),
-            "quarantined_samples": len(reasons),
-            "failed_checks": failed,
-            **({"drift_path": str(drift_path)} if drift_path else {}),
-        },
-    )
+    figures = PoisoningFigures(
+        findings_path=str(out_dir / FINDINGS_NAME), findings_digest=written.digest,
+        findings_by_check=dict(written.by_check), quarantined_samples=len(reasons), failed_checks=failed,
+        drift_path=str(drift_path) if drift_path else None)
+    result = finish_stage(STAGE, out_dir / MANIFEST_NAME, header, records, data_root=root, figures=figures,
+                          upstream=manifest)
     log.info("poisoning: %d findings %s, %d samples quarantined", len(findings), dict(written.by_check), len(reasons))
     if failed:
         raise PoisoningCheckFailed(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from secure_data.dataset.atomic import atomic_write_text
 from secure_data.dataset.manifest import IntegrityError, read_manifest, verified_read
-from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.dataset.stage import AnonymizeFigures, RunLayout, StageResult
 
 STAGE_ORDER = ("integrity", "poisoning", "anonymize", "handoff")
 MAX_THUMBNAILS = 24
@@ -68,7 +67,7 @@ def quarantine_rows(stage: StageResult, warn_codes: set[str] | frozenset[str] = 
 
 def obfuscated_boxes(meta: Mapping[str, Any]) -> int:
     """Boxes the anonymization stage obfuscated in one output image (its manifest meta)."""
-    return int(meta.get("anonymized_boxes", meta.get("n_obfuscated", 0)) or 0)
+    return int(meta.get("anonymized_boxes") or 0)
 
 
 def thumbnails(stage: StageResult, limit: int = MAX_THUMBNAILS) -> list[tuple[str, str, int]]:
@@ -113,6 +112,17 @@ def _names(items: Any) -> list[str] | None:
     return out
 
 
+def _gx_href(layout: RunLayout, gx_docs: str | None) -> str | None:
+    """The GX data docs as a link relative to the report: only a page inside the report folder is a
+    link a reader can follow (served by the plugin)."""
+    if not gx_docs:
+        return None
+    try:
+        return Path(gx_docs).resolve().relative_to(layout.report.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def _read_jsonl(path: str | Path | None, limit: int = 500) -> list[dict[str, Any]]:
     if not path or not Path(path).exists():
         return []
@@ -138,45 +148,32 @@ def build_report(
     import jinja2
 
     results = {name: _load_stage(stages.get(name)) for name in STAGE_ORDER}
-    counts = {name: dict(r.counts) for name, r in results.items() if r is not None}
-    integrity = results["integrity"]
+    counts = {name: r.counts.to_dict() for name, r in results.items() if r is not None}
+    integrity, poisoning, anonymize, handoff = (results[n] for n in STAGE_ORDER)
     last = next((results[n] for n in reversed(STAGE_ORDER[:3]) if results[n] is not None), None)
     rows = quarantine_rows(last, _warn_codes(integrity)) if last is not None else []
-    poisoning = results["poisoning"]
-    findings = _read_jsonl(poisoning.extra.get("findings_path")) if poisoning else []
-    anonymize = results["anonymize"]
-    anon_extra = dict(anonymize.extra) if anonymize else {}
-    boxes_per_class: Counter[str] = Counter(anon_extra.get("boxes_per_class") or {})
+    findings = _read_jsonl(poisoning.figures.findings_path) if poisoning else []
+    anon = anonymize.figures if anonymize else AnonymizeFigures()
     thumbs = thumbnails(anonymize) if anonymize else []
-    gx_docs = (integrity.extra.get("gx_data_docs") if integrity else None) or None
-    gx_href = None
-    if gx_docs:
-        try:  # only a page inside the report folder is a link a reader can follow (served by the plugin)
-            gx_href = Path(gx_docs).resolve().relative_to(layout.report.resolve()).as_posix()
-        except ValueError:
-            gx_href = None
-    handoff = results["handoff"]
+    gx_href = _gx_href(layout, integrity.figures.gx_data_docs if integrity else None)
     quarantine = [r for r in rows if r.file_quarantined]  # every reason on a withheld file, with its severity
     warnings = [r for r in rows if not r.file_quarantined]  # warnings on files that were kept
-    # What the anonymization stage writes (merge result): tolerate older results without a field.
-    boxes = anon_extra.get("boxes", sum(boxes_per_class.values()) if boxes_per_class else None)
-    withheld = anon_extra.get("withheld", anon_extra.get("quarantined_residual"))
     summary = {
         "dag_id": dag_id,
         "run_id": run_id,
-        "input": (integrity.counts.get("files") if integrity else None),
-        "accepted": (last.counts.get("accepted") if last else None),
-        "quarantined": (last.counts.get("quarantined") if last else None),
+        "input": integrity.counts.files if integrity else None,
+        "accepted": last.counts.accepted if last else None,
+        "quarantined": last.counts.quarantined if last else None,
         "warnings": len(warnings) if last else None,
-        "images_accepted": (last.counts.get("images_accepted") if last else None),
-        "residual_detections": anon_extra.get("residual_detections"),
-        "withheld": withheld,
-        "boxes_obfuscated": boxes if anonymize else None,
-        "images_per_second": anon_extra.get("images_per_second"),
-        "verifiers": _names(anon_extra.get("verifiers")),
+        "images_accepted": last.counts.images_accepted if last else None,
+        "residual_detections": anon.residual_detections,
+        "withheld": anon.withheld,
+        "boxes_obfuscated": anon.boxes,
+        "images_per_second": anon.images_per_second,
+        "verifiers": _names(anon.verifiers),
         "findings": len(findings) if poisoning else None,
-        "package_uri": handoff.extra.get("package_uri") if handoff else None,
-        "package_id": handoff.extra.get("package_id") if handoff else None,
+        "package_uri": handoff.figures.package_uri if handoff else None,
+        "package_id": handoff.figures.package_id if handoff else None,
     }
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("secure_data.report", "templates"),
@@ -195,11 +192,11 @@ def build_report(
         quarantined_files=len({r.path for r in quarantine}),
         warned_files=len({r.path for r in warnings}),
         findings=findings,
-        boxes_per_class=sorted(boxes_per_class.items()),
-        anon=anon_extra,
+        boxes_per_class=sorted(anon.boxes_per_class.items()),
+        anon=anon.to_dict() if anonymize else {},
         thumbs=thumbs,
         gx_href=gx_href,
-        handoff=dict(handoff.extra) if handoff else {},
+        handoff=handoff.figures.to_dict() if handoff else {},
     )
     layout.report.mkdir(parents=True, exist_ok=True)
     atomic_write_text(layout.report / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
