@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from secure_data_testkit.airflow_env import REPO_ROOT
+from secure_data_testkit.airflow_env import REPO_ROOT, register_dag
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +79,7 @@ def sanitized(deployment, airflow_home):
     bag = _parse(deployment.dags / "sanitize.py")
     assert bag.import_errors == {}
     dag = bag.get_dag("sanitize_street_scenes")
+    register_dag(dag)  # dag.test() needs it serialized; the README's folder is in no bundle
     run = dag.test(run_conf={"source": str(deployment.source)})
     return SimpleNamespace(run=run, xcom=_xcom(airflow_home, dag.dag_id, run.run_id))
 
@@ -104,7 +105,7 @@ def test_sanitization_quickstart_publishes_a_package_on_its_own_asset(sanitized,
     assert counts["files"] == files and counts["accepted"] + counts["quarantined"] == files, counts
     event = _package_events(airflow_home)[-1]  # the dataset's own Asset, not the example DAG's
     assert event["package_id"].startswith("street_scenes-"), event
-    assert (deployment.work / "packages" / event["package_id"] / "manifest.json").is_file()
+    assert (deployment.work / "packages" / event["package_id"] / "manifest.jsonl").is_file()
     assert sanitized.xcom["sanitize.report"]["report_path"].endswith("index.html")
 
 
@@ -113,8 +114,9 @@ def test_training_quickstart_opens_the_package_with_the_trainer_identity(sanitiz
     bag = _parse(deployment.dags / "train.py")
     assert bag.import_errors == {}
     dag = bag.get_dag("train_street_scenes")
-    assert [a.uri for a in dag.timetable.asset_condition.iter_assets().values()] == [
-        "secure-data://packages/street_scenes"]
+    register_dag(dag)
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == ["secure-data://packages/street_scenes"]
+    assert dag.get_task("train").asset.uri == "secure-data://packages/street_scenes"
     run = dag.test(run_conf={"package_uri": event["package_uri"], "package_id": event["package_id"]})
     assert run.state == "success"
     out = _xcom(airflow_home, dag.dag_id, run.run_id)["train"]
