@@ -16,8 +16,8 @@ tighten it.
 Each dataset publishes on its own Asset, ``package_asset(name)`` (``secure-data://packages/<name>``), so a
 training DAG schedules on the datasets it wants (``secure_data.operators.consumer.package_consumer``).
 
-Uses the public operators only; Airflow-free apart from the operator imports (the DAG processor imports
-this module, so nothing heavy at module level).
+Uses the public operators only. The DAG processor imports this module: nothing heavy at module level (the
+config checks import only the light config and policy modules).
 """
 
 from __future__ import annotations
