@@ -93,3 +93,25 @@ def test_package_consumer_uses_the_trainer_deployment_anchors(monkeypatch):
     assert op.vault_conn_id == "vault_site_trainer" and op.signing_key == "site-signing"
     assert op.allowed_policy_digests == "deployment" and op.retries == 0
     assert op.asset.uri == "secure-data://packages/street_scenes" and op.inlets == [op.asset]
+
+
+def test_parsing_the_readme_dags_imports_no_heavy_library(tmp_path):
+    """The DAG processor parses these files: the config checks must stay light (no torch, GX, OpenCV...)."""
+    import re
+    import subprocess
+    import sys
+
+    from secure_data_testkit.airflow_env import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = dict(re.findall(r"<!-- quickstart:(\w+) -->\n```python\n(.*?)```", readme, re.S))
+    assert len(blocks) == 2, sorted(blocks)
+    heavy = ("torch", "torchvision", "ultralytics", "great_expectations", "cv2", "onnxruntime", "pandas", "numpy")
+    for name, code in blocks.items():
+        (tmp_path / f"{name}.py").write_text(code, encoding="utf-8")
+    probe = ("import sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
+             f"bag = DagBag(dag_folder={str(tmp_path)!r})\n"
+             "assert not bag.import_errors and len(bag.dag_ids) == 2, (bag.import_errors, bag.dag_ids)\n"
+             f"print('HEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert [line for line in out.splitlines() if line.startswith("HEAVY=")] == ["HEAVY="], out[-2000:]
