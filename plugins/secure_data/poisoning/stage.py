@@ -212,7 +212,7 @@ def analyse(
         # detector contradicts is a label anomaly like any other.
         from secure_data.poisoning.presence import check_presence
 
-        content += check_presence(root, s_ok, config, names)
+        content += check_presence(root, s_ok, config, names, feats=f_ok)
     findings += content
     content_flags: dict[str, int] = {}
     for fnd in content:
