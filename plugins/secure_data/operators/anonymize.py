@@ -7,13 +7,10 @@ Thin shells over ``secure_data.anonymize``: they render options, build an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
-
-from secure_data.lineage.mixin import OpenLineageMixin
+from secure_data.operators.base import StageOperator, as_list, as_mapping, is_template
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -27,20 +24,13 @@ OPTION_FIELDS: tuple[str, ...] = (
 )
 
 
-def _as_mapping(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, str):  # a template rendered without native objects
-        value = json.loads(value) if value.strip() else {}
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{what} must be a dict, got {type(value).__name__}")
-    return dict(value)
-
-
-class _AnonymizeBase(OpenLineageMixin, BaseOperator):
-    template_fields: Sequence[str] = ("upstream", "output_root", "config", *OPTION_FIELDS)
+class _AnonymizeBase(StageOperator):
+    template_fields: Sequence[str] = (*StageOperator.template_fields, "upstream", "config", *OPTION_FIELDS)
     template_fields_renderers = {"config": "json"}
     ui_color = "#fce8e6"
+    # The options are checked when the DAG file is parsed when none is a template (the policy-enforcing
+    # subclasses take theirs from the worker's deployment policy at execute time instead).
+    check_options_at_parse: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -64,10 +54,9 @@ class _AnonymizeBase(OpenLineageMixin, BaseOperator):
         residual_policy: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(output_root=output_root, **kwargs)
         self.upstream = upstream
         self.config = config
-        self.output_root = output_root
         self.model_path = model_path
         self.model_sha256 = model_sha256
         self.face_model_path = face_model_path
@@ -82,19 +71,16 @@ class _AnonymizeBase(OpenLineageMixin, BaseOperator):
         self.device = device
         self.batch_size = batch_size
         self.residual_policy = residual_policy
+        given = [config, *(getattr(self, n) for n in OPTION_FIELDS)]
+        if self.check_options_at_parse and not any(is_template(v) for v in given):
+            self._config()  # a missing model or a bad option fails here, not after integrity and poisoning ran
 
     def _config(self) -> AnonymizeConfig:
         from secure_data.anonymize.config import config_from_options
 
-        options = _as_mapping(self.config, "config")
+        options = as_mapping(self.config, "config")
         options.update({n: getattr(self, n) for n in OPTION_FIELDS if getattr(self, n) not in (None, "")})
         return config_from_options(options)
-
-    def _layout(self, context: Context):
-        from secure_data.dataset.stage import RunLayout
-        from secure_data.settings import output_root
-
-        return RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
 
 
 class AnonymizeOperator(_AnonymizeBase):
@@ -119,23 +105,53 @@ class AnonymizeOperator(_AnonymizeBase):
 
     template_fields: Sequence[str] = (*_AnonymizeBase.template_fields, "shard_index", "shard_count")
 
-    def __init__(self, *, shard_index: int | str = 0, shard_count: int | str = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        shard_index: int | str = 0,
+        shard_count: int | str = 1,
+        upstream: Any,
+        config: Mapping[str, Any] | str | None = None,
+        output_root: str | None = None,
+        model_path: str | None = None,
+        model_sha256: str | None = None,
+        face_model_path: str | None = None,
+        face_model_sha256: str | None = None,
+        classes: Sequence[str] | str | None = None,
+        mode: str | None = None,
+        shape: str | None = None,
+        box_padding: float | str | None = None,
+        confidence: float | str | None = None,
+        verify_confidence: float | str | None = None,
+        imgsz: int | str | None = None,
+        device: str | None = None,
+        batch_size: int | str | None = None,
+        residual_policy: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            upstream=upstream, config=config, output_root=output_root, model_path=model_path,
+            model_sha256=model_sha256, face_model_path=face_model_path, face_model_sha256=face_model_sha256,
+            classes=classes, mode=mode, shape=shape, box_padding=box_padding, confidence=confidence,
+            verify_confidence=verify_confidence, imgsz=imgsz, device=device, batch_size=batch_size,
+            residual_policy=residual_policy, **kwargs)
         self.shard_index = shard_index
         self.shard_count = shard_count
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from secure_data.anonymize.shard import run_anonymize_shard
-        from secure_data.dataset.stage import StageResult
+        from secure_data.anonymize.shard import ResidualDetectionError, run_anonymize_shard
 
         config = self._config()
-        upstream = StageResult.from_xcom(_as_mapping(self.upstream, "upstream"))
+        upstream = self.upstream_result(self.upstream)
         index, count = int(self.shard_index), int(self.shard_count)
         self.log.info("Anonymizing shard %s/%s of %s (models %s, classes %s, mode %s, device %s)", index, count,
                       upstream.manifest_path, [d.name for d in config.detectors + config.verifiers],
                       list(config.classes), config.mode, config.device)
-        result = run_anonymize_shard(upstream, self._layout(context), config=config, shard_index=index,
-                                     shard_count=count)
+        try:
+            result = run_anonymize_shard(upstream, self.layout(context), config=config, shard_index=index,
+                                         shard_count=count)
+        except ResidualDetectionError as exc:  # residual_policy "fail": the same images will fail again
+            self.fail(str(exc), exc)
         c = result["counts"]
         self.log.info("Shard %s/%s: %s images (%s resumed), %s anonymized, %s quarantined, %s boxes, residual "
                       "after first pass %s, after last pass %s, %s images/s on %s", index, count, c["images"],
@@ -157,23 +173,46 @@ class AnonymizeMergeOperator(_AnonymizeBase):
 
     template_fields: Sequence[str] = (*_AnonymizeBase.template_fields, "shard_results")
 
-    def __init__(self, *, shard_results: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        shard_results: Any,
+        upstream: Any,
+        config: Mapping[str, Any] | str | None = None,
+        output_root: str | None = None,
+        model_path: str | None = None,
+        model_sha256: str | None = None,
+        face_model_path: str | None = None,
+        face_model_sha256: str | None = None,
+        classes: Sequence[str] | str | None = None,
+        mode: str | None = None,
+        shape: str | None = None,
+        box_padding: float | str | None = None,
+        confidence: float | str | None = None,
+        verify_confidence: float | str | None = None,
+        imgsz: int | str | None = None,
+        device: str | None = None,
+        batch_size: int | str | None = None,
+        residual_policy: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            upstream=upstream, config=config, output_root=output_root, model_path=model_path,
+            model_sha256=model_sha256, face_model_path=face_model_path, face_model_sha256=face_model_sha256,
+            classes=classes, mode=mode, shape=shape, box_padding=box_padding, confidence=confidence,
+            verify_confidence=verify_confidence, imgsz=imgsz, device=device, batch_size=batch_size,
+            residual_policy=residual_policy, **kwargs)
         self.shard_results = shard_results
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_stage(self, context: Context, layout: Any) -> Any:
         from secure_data.anonymize.merge import merge_anonymize
-        from secure_data.dataset.stage import StageResult
 
-        shard_results = self.shard_results
-        if isinstance(shard_results, str):
-            shard_results = json.loads(shard_results)
-        shard_results = [_as_mapping(r, "shard result") for r in shard_results]  # LazyXComSequence -> list
-        upstream = StageResult.from_xcom(_as_mapping(self.upstream, "upstream"))
-        result = merge_anonymize(upstream, self._layout(context), shard_results, self._config())
-        e = result.extra
+        shard_results = [as_mapping(r, "shard result") for r in as_list(self.shard_results, "shard_results")]
+        return merge_anonymize(self.upstream_result(self.upstream), layout, shard_results, self._config())
+
+    def describe(self, result: Any) -> None:
+        f = result.figures
         self.log.info("Anonymize merged %s shard(s): %s images anonymized, %s quarantined, %s boxes %s; residual "
-                      "after first pass %s, after last pass %s; manifest %s (%s)", e["shards"], e["anonymized"],
-                      e["quarantined"], e["boxes"], e["boxes_per_class"], e["residual_first_pass"],
-                      e["residual_detections"], result.manifest_path, result.manifest_digest)
-        return self.lineage_result(result.to_xcom())
+                      "after first pass %s, after last pass %s; %s images/s; manifest %s (%s)", f.shards,
+                      f.anonymized, f.quarantined, f.boxes, dict(f.boxes_per_class), f.residual_first_pass,
+                      f.residual_detections, f.images_per_second, result.manifest_path, result.manifest_digest)

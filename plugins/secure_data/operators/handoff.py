@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 
 from secure_data.assets import EVENT_KEYS, PACKAGE_ASSET
 from secure_data.lineage.mixin import OpenLineageMixin
+from secure_data.policy.anchors import sanitizer_vault_conn_id, trainer_vault_conn_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
@@ -76,7 +77,7 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
         *,
         upstream: Any,
         upstream_stages: Any = (),
-        vault_conn_id: str = "vault_sanitizer",
+        vault_conn_id: str | None = None,
         packages_root: str | None = None,
         storage_secret: str | None = None,
         output_root: str | None = None,
@@ -92,7 +93,7 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
         super().__init__(**kwargs)
         self.upstream = upstream
         self.upstream_stages = upstream_stages
-        self.vault_conn_id = vault_conn_id
+        self.vault_conn_id = vault_conn_id or sanitizer_vault_conn_id()  # the deployment's sanitizer identity
         self.packages_root = packages_root
         self.storage_secret = storage_secret
         self.output_root = output_root
@@ -230,7 +231,8 @@ class PackageConsumerOperator(OpenLineageMixin, BaseOperator):
         run uses the triggering event instead (see ``resolve_package_ref``).
     :param expected_package_id: with ``package_uri``: the id the package must have.
     :param asset: the Asset whose events name packages (default ``PACKAGE_ASSET``).
-    :param vault_conn_id: the trainer identity's Vault connection (unwraps, verifies; default ``vault_trainer``).
+    :param vault_conn_id: the trainer identity's Vault connection (unwraps, verifies; default the deployment's,
+        ``SECURE_DATA_TRAINER_VAULT_CONN_ID`` or ``vault_trainer``).
     :param scratch_parent: where the private scratch directory goes (default /dev/shm, else the temp dir).
     :param storage_secret: KV v2 path (read with ``vault_conn_id``) holding the object-storage credentials
         for packages on ``s3://`` and the like; not needed for local packages.
@@ -252,7 +254,7 @@ class PackageConsumerOperator(OpenLineageMixin, BaseOperator):
         package_uri: str | None = None,
         expected_package_id: str | None = None,
         asset: Asset = PACKAGE_ASSET,
-        vault_conn_id: str = "vault_trainer",
+        vault_conn_id: str | None = None,
         data_key: str = DEFAULT_DATA_KEY,
         signing_key: str = DEFAULT_SIGNING_KEY,
         op_kwargs: Mapping[str, Any] | None = None,
@@ -269,7 +271,7 @@ class PackageConsumerOperator(OpenLineageMixin, BaseOperator):
         self.package_uri = package_uri
         self.expected_package_id = expected_package_id
         self.asset = asset
-        self.vault_conn_id = vault_conn_id
+        self.vault_conn_id = vault_conn_id or trainer_vault_conn_id()  # the deployment's trainer identity
         self.data_key = data_key
         self.signing_key = signing_key
         self.op_kwargs = dict(op_kwargs or {})

@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
-from secure_data.lineage.mixin import OpenLineageMixin
+from secure_data.operators.base import ACTIONS, StageOperator, as_list, as_mapping, is_template
 from secure_data.operators.storage import optional as _optional
 from secure_data.operators.storage import storage_options_from_kv, storage_options_from_vault
+from secure_data.policy.anchors import sanitizer_vault_conn_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["IntegrityOperator", "storage_options_from_kv"]
+__all__ = ["IntegrityMergeOperator", "IntegrityOperator", "IntegrityShardOperator", "storage_options_from_kv"]
+
+INTEGRITY_POLICIES: tuple[str, ...] = (
+    "background_images", "empty_labels", "orphan_labels", "invalid_labels", "unexpected_files", "tamper_added",
+    "tamper_removed", "tamper_modified", "gx_policy", "gx_dataset_policy")
 
 
 def _check_fsspec_scheme(uri: str) -> None:
@@ -31,7 +34,7 @@ def _check_fsspec_scheme(uri: str) -> None:
         raise ValueError(f"no filesystem for {scheme}:// sources{extra}: {hint or exc}") from None
 
 
-class IntegrityOperator(OpenLineageMixin, BaseOperator):
+class IntegrityOperator(StageOperator):
     """Check a raw YOLO dataset and publish the integrity manifest; returns ``StageResult.to_xcom()``.
 
     :param source: local dataset directory, or an object-storage URI (``s3://bucket/prefix``,
@@ -40,20 +43,29 @@ class IntegrityOperator(OpenLineageMixin, BaseOperator):
     :param reference_manifest: path of the last trusted manifest to diff against (added /
         removed / modified files, each per its tamper policy). Templated.
     :param reference_digest: its expected ``sha256:<hex>`` digest (checked when given). Templated.
-    :param config: ``IntegrityConfig`` fields as a dict (thresholds and policies). Templated.
+    :param config: ``IntegrityConfig`` fields as a dict (thresholds and policies). Templated;
+        a literal is checked when the DAG file is parsed.
     :param source_conn_id: Airflow connection for the object store (its credentials may come
         from Vault through Airflow's Vault secrets backend).
     :param storage_secret: KV v2 path (on ``vault_conn_id``'s mount) holding storage credentials
         (``access_key_id``, ``secret_access_key``, ``endpoint_url``...); read at execute time and masked.
-    :param vault_conn_id: Vault connection used for ``storage_secret``.
+    :param vault_conn_id: Vault connection used for ``storage_secret`` (default: the deployment's
+        sanitizer identity, ``SECURE_DATA_SANITIZER_VAULT_CONN_ID`` or ``vault_sanitizer``).
     :param background_images, empty_labels, orphan_labels, invalid_labels, unexpected_files,
         tamper_added, tamper_removed, tamper_modified, gx_policy, gx_dataset_policy:
-        policy overrides ("fail" | "warn" | "quarantine"), applied over ``config``.
+        policy overrides ("fail" | "warn" | "quarantine"; the first two also "accept"), applied over
+        ``config``. Templated.
+
+    A check with policy ``fail`` that fires fails the task without retries, after the manifest,
+    quarantine and reports were written.
     """
 
-    template_fields: Sequence[str] = ("source", "output_root", "reference_manifest", "reference_digest", "config",
-                                      "source_conn_id", "storage_secret", "vault_conn_id")
+    template_fields: Sequence[str] = (
+        *StageOperator.template_fields, "source", "reference_manifest", "reference_digest", "config",
+        "source_conn_id", "storage_secret", "vault_conn_id", *INTEGRITY_POLICIES)
     template_fields_renderers = {"config": "json"}
+    policy_fields = INTEGRITY_POLICIES
+    policy_choices = {"background_images": (*ACTIONS, "accept"), "empty_labels": (*ACTIONS, "accept")}
     ui_color = "#e6f4ea"
 
     def __init__(
@@ -63,10 +75,10 @@ class IntegrityOperator(OpenLineageMixin, BaseOperator):
         output_root: str | None = None,
         reference_manifest: str | None = None,
         reference_digest: str | None = None,
-        config: dict[str, Any] | None = None,
+        config: dict[str, Any] | str | None = None,
         source_conn_id: str | None = None,
         storage_secret: str | None = None,
-        vault_conn_id: str = "vault_default",
+        vault_conn_id: str | None = None,
         background_images: str | None = None,
         empty_labels: str | None = None,
         orphan_labels: str | None = None,
@@ -79,26 +91,26 @@ class IntegrityOperator(OpenLineageMixin, BaseOperator):
         gx_dataset_policy: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            output_root=output_root, background_images=background_images, empty_labels=empty_labels,
+            orphan_labels=orphan_labels, invalid_labels=invalid_labels, unexpected_files=unexpected_files,
+            tamper_added=tamper_added, tamper_removed=tamper_removed, tamper_modified=tamper_modified,
+            gx_policy=gx_policy, gx_dataset_policy=gx_dataset_policy, **kwargs)
         self.source = source
-        self.output_root = output_root
         self.reference_manifest = reference_manifest
         self.reference_digest = reference_digest
         self.config = config
         self.source_conn_id = source_conn_id
         self.storage_secret = storage_secret
-        self.vault_conn_id = vault_conn_id
-        self.policies = {
-            "background_images": background_images, "empty_labels": empty_labels, "orphan_labels": orphan_labels,
-            "invalid_labels": invalid_labels, "unexpected_files": unexpected_files, "tamper_added": tamper_added,
-            "tamper_removed": tamper_removed, "tamper_modified": tamper_modified, "gx_policy": gx_policy,
-            "gx_dataset_policy": gx_dataset_policy,
-        }
-        for name, value in self.policies.items():  # fail at DAG parse time, not at 3 a.m.
-            allowed = ("fail", "warn", "quarantine") + (("accept",) if name in ("background_images", "empty_labels")
-                                                        else ())
-            if value is not None and "{{" not in str(value) and value not in allowed:
-                raise ValueError(f"{name}={value!r}: must be one of {allowed}")
+        self.vault_conn_id = vault_conn_id or sanitizer_vault_conn_id()  # as every sanitizer-side operator
+        if config is not None and not is_template(config):  # a literal config fails at parse time
+            self._config(rendered=False)
+
+    def _config(self, *, rendered: bool = True) -> Any:
+        from secure_data.integrity.config import IntegrityConfig
+
+        config = IntegrityConfig.from_dict(as_mapping(self.config, "config"))
+        return config.with_overrides(**self.check_policies(rendered=rendered))
 
     def _source(self) -> tuple[Any, dict[str, Any] | None]:
         """``(source, storage_options)`` for ``run_integrity``.
@@ -123,37 +135,19 @@ class IntegrityOperator(OpenLineageMixin, BaseOperator):
 
         return ObjectStoragePath(self.source, conn_id=conn_id, **options), None
 
-    def _setup(self, context: Context) -> tuple[Any, Any]:
-        from secure_data.dataset.stage import RunLayout
-        from secure_data.integrity.config import IntegrityConfig
-        from secure_data.settings import output_root
-
-        config = IntegrityConfig.from_dict(self.config).with_overrides(**self.policies)
-        layout = RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
-        return config, layout
-
-    def _run(self, source: Any, layout: Any, config: Any, storage_options: dict[str, Any] | None) -> Any:
+    def run_stage(self, context: Context, layout: Any) -> Any:
         from secure_data.integrity.run import run_integrity
 
-        return run_integrity(source, layout, config=config, storage_options=storage_options,
+        source, storage_options = self._source()
+        return run_integrity(source, layout, config=self._config(), storage_options=storage_options,
                              reference_manifest=_optional(self.reference_manifest),
                              reference_digest=_optional(self.reference_digest))
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from secure_data.integrity.run import IntegrityFailed
-
-        config, layout = self._setup(context)
-        try:
-            source, storage_options = self._source()
-            result = self._run(source, layout, config, storage_options)
-        except IntegrityFailed as exc:
-            self.log.error("Integrity failed: %s", exc)
-            raise
-        counts = result.counts
+    def describe(self, result: Any) -> None:
+        c = result.counts
         self.log.info("Integrity %s: %s of %s files accepted, %s quarantined, %s warned; manifest %s (%s)",
-                      result.extra.get("verdict"), counts.get("accepted"), counts.get("files"),
-                      counts.get("quarantined"), counts.get("warned"), result.manifest_path, result.manifest_digest)
-        return self.lineage_result(result.to_xcom())
+                      result.figures.verdict, c.accepted, c.files, c.quarantined, c.warned, result.manifest_path,
+                      result.manifest_digest)
 
 
 class IntegrityShardOperator(IntegrityOperator):
@@ -180,10 +174,10 @@ class IntegrityShardOperator(IntegrityOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from secure_data.integrity.run import run_integrity_shard
 
-        config, layout = self._setup(context)
+        self.check_policies()
         source, storage_options = self._source()
-        result = run_integrity_shard(source, layout, shard=int(self.shard), shards=int(self.shards), config=config,
-                                     storage_options=storage_options)
+        result = run_integrity_shard(source, self.layout(context), shard=int(self.shard), shards=int(self.shards),
+                                     config=self._config(), storage_options=storage_options)
         self.log.info("Integrity shard %s/%s: %s files checked (%s)", result["shard"], result["shards"],
                       result["files"], result["digest"])
         return self.lineage_result(result)
@@ -201,14 +195,11 @@ class IntegrityMergeOperator(IntegrityOperator):
         super().__init__(**kwargs)
         self.shard_results = shard_results
 
-    def _run(self, source: Any, layout: Any, config: Any, storage_options: dict[str, Any] | None) -> Any:
+    def run_stage(self, context: Context, layout: Any) -> Any:
         from secure_data.integrity.run import merge_integrity
 
-        results = self.shard_results
-        if isinstance(results, str):  # a rendered template without native objects
-            import json
-
-            results = json.loads(results)
-        return merge_integrity(source, layout, list(results), config=config, storage_options=storage_options,
+        source, storage_options = self._source()
+        return merge_integrity(source, layout, as_list(self.shard_results, "shard_results"), config=self._config(),
+                               storage_options=storage_options,
                                reference_manifest=_optional(self.reference_manifest),
                                reference_digest=_optional(self.reference_digest))

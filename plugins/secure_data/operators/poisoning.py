@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
-from secure_data.lineage.mixin import OpenLineageMixin
+from secure_data.operators.base import StageOperator, as_mapping, is_template
+from secure_data.operators.storage import optional
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-_ACTIONS = ("fail", "warn", "quarantine")  # secure_data.poisoning.config.ACTIONS (checked again at execute)
+POISONING_POLICIES: tuple[str, ...] = (
+    "duplicate", "duplicate_label_conflict", "split_leakage", "box_outlier", "box_misaligned", "class_confusion",
+    "trigger_patch", "distribution_drift", "unreadable")
 
 
-class PoisoningOperator(OpenLineageMixin, BaseOperator):
+class PoisoningOperator(StageOperator):
     """Screen the integrity stage's accepted samples for poisoning; returns ``StageResult.to_xcom()``.
 
     Writes ``<run>/poisoning/findings.jsonl`` and ``<run>/poisoning/manifest.jsonl`` (every upstream
@@ -26,17 +26,20 @@ class PoisoningOperator(OpenLineageMixin, BaseOperator):
     :param output_root: root of the run-scoped folders (default ``SECURE_DATA_OUTPUT_ROOT``). Templated.
     :param reference_manifest: manifest of a trusted earlier dataset for the drift check. Templated.
     :param reference_digest: its expected ``sha256:<hex>`` digest (checked when given). Templated.
-    :param config: ``PoisoningConfig`` fields as a dict (thresholds, ``policies``, ``workers``). Templated.
+    :param config: ``PoisoningConfig`` fields as a dict (thresholds, ``policies``, ``workers``). Templated;
+        a literal is checked when the DAG file is parsed.
     :param duplicate, duplicate_label_conflict, split_leakage, box_outlier, box_misaligned,
         class_confusion, trigger_patch, distribution_drift, unreadable: policy overrides
-        ("fail" | "warn" | "quarantine"; drift: "warn" | "fail"), applied over ``config``.
+        ("fail" | "warn" | "quarantine"; drift: "warn" | "fail"), applied over ``config``. Templated.
 
     A check with policy ``fail`` that fires fails the task without retries (the data will not change
     on a retry); the findings and manifest are written first, for inspection.
     """
 
-    template_fields: Sequence[str] = ("upstream", "output_root", "reference_manifest", "reference_digest", "config")
+    template_fields: Sequence[str] = (*StageOperator.template_fields, "upstream", "reference_manifest",
+                                      "reference_digest", "config", *POISONING_POLICIES)
     template_fields_renderers = {"config": "json", "upstream": "json"}
+    policy_fields = POISONING_POLICIES
     ui_color = "#fdecea"
 
     def __init__(
@@ -46,7 +49,7 @@ class PoisoningOperator(OpenLineageMixin, BaseOperator):
         output_root: str | None = None,
         reference_manifest: str | None = None,
         reference_digest: str | None = None,
-        config: dict[str, Any] | None = None,
+        config: dict[str, Any] | str | None = None,
         duplicate: str | None = None,
         duplicate_label_conflict: str | None = None,
         split_leakage: str | None = None,
@@ -58,55 +61,34 @@ class PoisoningOperator(OpenLineageMixin, BaseOperator):
         unreadable: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            output_root=output_root, duplicate=duplicate, duplicate_label_conflict=duplicate_label_conflict,
+            split_leakage=split_leakage, box_outlier=box_outlier, box_misaligned=box_misaligned,
+            class_confusion=class_confusion, trigger_patch=trigger_patch, distribution_drift=distribution_drift,
+            unreadable=unreadable, **kwargs)
         self.upstream = upstream
-        self.output_root = output_root
         self.reference_manifest = reference_manifest
         self.reference_digest = reference_digest
         self.config = config
-        self.policies = {
-            "duplicate": duplicate, "duplicate_label_conflict": duplicate_label_conflict,
-            "split_leakage": split_leakage, "box_outlier": box_outlier, "box_misaligned": box_misaligned,
-            "class_confusion": class_confusion, "trigger_patch": trigger_patch,
-            "distribution_drift": distribution_drift, "unreadable": unreadable,
-        }
-        for name, value in self.policies.items():  # fail at DAG parse time, not at 3 a.m.
-            if value is not None and "{{" not in str(value) and value not in _ACTIONS:
-                raise ValueError(f"{name}={value!r}: must be one of {_ACTIONS}")
+        if config is not None and not is_template(config):  # a literal config fails at parse time
+            self._config(rendered=False)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+    def _config(self, *, rendered: bool = True) -> Any:
+        from secure_data.poisoning import PoisoningConfig
 
-        from secure_data.dataset.stage import RunLayout, StageResult
-        from secure_data.poisoning import PoisoningCheckFailed, PoisoningConfig, run_poisoning
-        from secure_data.settings import output_root
+        config = PoisoningConfig.from_dict(as_mapping(self.config, "config"))
+        overrides = self.check_policies(rendered=rendered)
+        return config.with_policies(**overrides) if overrides else config
 
-        upstream = self.upstream
-        if isinstance(upstream, str):  # a rendered template without native objects
-            upstream = json.loads(upstream)
-        if not isinstance(upstream, Mapping):
-            raise TypeError(f"upstream must be the integrity StageResult XCom (dict), got {type(upstream).__name__}")
-        config = PoisoningConfig.from_dict(self.config)
-        overrides = {k: v for k, v in self.policies.items() if v is not None}
-        if overrides:
-            config = config.with_policies(**overrides)
-        layout = RunLayout.for_run(self.output_root or output_root(), context["dag"].dag_id, context["run_id"])
-        try:
-            result = run_poisoning(StageResult.from_xcom(upstream), layout, config=config,
-                                   reference_manifest=_optional(self.reference_manifest),
-                                   reference_digest=_optional(self.reference_digest))
-        except PoisoningCheckFailed as exc:
-            self.log.error("Poisoning checks failed: %s", exc)
-            raise AirflowFailException(str(exc)) from exc
+    def run_stage(self, context: Context, layout: Any) -> Any:
+        from secure_data.poisoning import run_poisoning
+
+        return run_poisoning(self.upstream_result(self.upstream), layout, config=self._config(),
+                             reference_manifest=optional(self.reference_manifest),
+                             reference_digest=optional(self.reference_digest))
+
+    def describe(self, result: Any) -> None:
+        f, c = result.figures, result.counts
         self.log.info("Poisoning: %s findings by check, %s samples quarantined; %s of %s files accepted; "
-                      "manifest %s (%s)", result.extra.get("findings_by_check"),
-                      result.extra.get("quarantined_samples"), result.counts.get("accepted"),
-                      result.counts.get("files"), result.manifest_path, result.manifest_digest)
-        return self.lineage_result(result.to_xcom())
-
-
-def _optional(value: str | None) -> str | None:
-    """A DAG param left empty renders as "" or "None": both mean "not given"."""
-    if value is None or str(value).strip() in ("", "None"):
-        return None
-    return str(value)
+                      "manifest %s (%s)", dict(f.findings_by_check), f.quarantined_samples, c.accepted, c.files,
+                      result.manifest_path, result.manifest_digest)

@@ -20,12 +20,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from secure_data.lineage.mixin import OpenLineageMixin
-from secure_data.operators.anonymize import (
-    OPTION_FIELDS,
-    AnonymizeMergeOperator,
-    AnonymizeOperator,
-    _as_mapping,
-)
+from secure_data.operators.anonymize import OPTION_FIELDS, AnonymizeMergeOperator, AnonymizeOperator
+from secure_data.operators.base import as_mapping
 from secure_data.operators.poisoning import PoisoningOperator
 
 if TYPE_CHECKING:
@@ -48,7 +44,7 @@ def enforced_options(request: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     try:
         policy = load_policy().require_models()
-        options = effective_anonymize_options(policy, _as_mapping(request, "policy_request"))
+        options = effective_anonymize_options(policy, as_mapping(request, "policy_request"))
     except (PolicyError, PolicyViolation) as exc:
         raise AirflowFailException(str(exc)) from None
     supported = {f.name for f in fields(AnonymizeConfig)}
@@ -95,6 +91,7 @@ class _PolicyAnonymize:
     """Mixin: replace whatever options the operator was given by the enforced ones, then run it."""
 
     policy_request: Any
+    check_options_at_parse = False  # the options come from the worker's deployment policy
 
     def execute(self, context: Context) -> dict[str, Any]:
         options, _ = enforced_options(self.policy_request)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from secure_data.lineage.mixin import OpenLineageMixin
+from secure_data.policy.anchors import sanitizer_vault_conn_id, trainer_vault_conn_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,7 +42,8 @@ _PROBE = b"secure-data preflight probe"
 class VaultPreflightOperator(OpenLineageMixin, BaseOperator):
     """Fail fast, before any data is touched, if Vault access is missing or too broad.
 
-    :param vault_conn_id: the identity's Airflow connection (``vault`` conn type, AppRole).
+    :param vault_conn_id: the identity's Airflow connection (``vault`` conn type, AppRole); default the
+        deployment's connection of ``role`` (``SECURE_DATA_SANITIZER_VAULT_CONN_ID`` / ``..._TRAINER_...``).
     :param role: ``"sanitizer"`` (default) or ``"trainer"``: which permissions to expect and forbid.
     :param secret_paths: KV v2 paths (relative to the connection's mount) the run will read.
     :param data_key: Transit key that wraps data keys (type aes256-gcm96).
@@ -56,7 +58,7 @@ class VaultPreflightOperator(OpenLineageMixin, BaseOperator):
     def __init__(
         self,
         *,
-        vault_conn_id: str = "vault_default",
+        vault_conn_id: str | None = None,
         role: str = SANITIZER,
         secret_paths: Sequence[str] = (),
         data_key: str = "secure-data-datakey",
@@ -68,7 +70,8 @@ class VaultPreflightOperator(OpenLineageMixin, BaseOperator):
         super().__init__(**kwargs)
         if role not in (SANITIZER, TRAINER):
             raise ValueError(f"role must be 'sanitizer' or 'trainer', got {role!r}")
-        self.vault_conn_id = vault_conn_id
+        # Default: the deployment's connection of that identity (as every operator defaults).
+        self.vault_conn_id = vault_conn_id or (sanitizer_vault_conn_id() if role == SANITIZER else trainer_vault_conn_id())
         self.role = role
         # A Jinja string is kept as is (rendered to a list with render_template_as_native_obj).
         self.secret_paths = secret_paths if isinstance(secret_paths, str) else list(secret_paths)
