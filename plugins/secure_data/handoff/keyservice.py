@@ -15,7 +15,7 @@ class DataKey:
     """A fresh data key: the plaintext lives only in memory; ``wrapped`` is safe to store."""
 
     plaintext: bytes  # 32 bytes for AES-256; never log, never persist
-    wrapped: str  # e.g. "vault:v3:..." (Transit ciphertext of the plaintext)
+    wrapped: str  # the key service's ciphertext of the plaintext (opaque to the hand-off core)
     key_name: str
     key_version: int
 
@@ -41,3 +41,7 @@ class KeyService(Protocol):
 
     def verify(self, message: bytes, signature: str) -> bool:
         """True iff ``signature`` is valid for ``message`` under the trusted signing key (Transit ``verify``)."""
+
+    def key_version(self, token: str) -> int | None:
+        """The key version a wrapped key or a signature made by this service names (``None``: it names
+        none it recognises). The hand-off core never parses the service's formats itself."""

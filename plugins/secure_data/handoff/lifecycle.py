@@ -29,7 +29,6 @@ from secure_data.handoff.package import (
     WrappedKey,
     package_path,
     read_header,
-    wrapped_key_version,
 )
 
 
@@ -60,7 +59,10 @@ def rewrap_package(uri: str | os.PathLike, key_service: KeyService) -> RewrapRes
         raise PackageKeyError(
             f"cannot rewrap the data key of package {header.package_id!r} (Transit key "
             f"{header.data_key.key_name!r}): {type(exc).__name__}: {exc}") from exc
-    new_version = wrapped_key_version(rewrapped)
+    new_version = key_service.key_version(rewrapped)
+    if new_version is None:
+        raise PackageKeyError(f"the key service's rewrapped data key of package {header.package_id!r} names no "
+                              "key version")
     updated = PackageHeader(
         package_id=header.package_id, manifest_digest=header.manifest_digest, signature=header.signature,
         data_key=WrappedKey(key_name=header.data_key.key_name, key_version=new_version, wrapped=rewrapped),

@@ -60,7 +60,6 @@ MANIFEST_SCHEMA = "secure-data/package-manifest/v1"
 SIGNATURE_SCHEMA = "secure-data/package-signature/v1"
 AD_SCHEMA = "secure-data/package-file/v1"
 _PACKAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_WRAPPED_VERSION = re.compile(r"^vault:v(\d+):")
 
 
 class PackageError(Exception):
@@ -288,14 +287,6 @@ def check_package_id(package_id: str) -> str:
     return package_id
 
 
-def wrapped_key_version(wrapped: str) -> int:
-    """The Transit key version a wrapped key was made with (``vault:v3:...`` -> 3)."""
-    match = _WRAPPED_VERSION.match(wrapped)
-    if not match:
-        raise PackageFormatError("wrapped data key is not a Transit ciphertext (vault:v<N>:...)")
-    return int(match.group(1))
-
-
 def content_digest_of(*, package_id: str, name: str, upstream: Mapping[str, str], aead: Mapping[str, Any],
                       key_name: str, files: Iterable[tuple[str, str, int]]) -> str:
     """Digest of the plaintext side of the manifest (computable before encryption)."""
@@ -399,7 +390,7 @@ def build_package(
                                    signature=signature, data_key=wrapped)
             _write_new(tmp / MANIFEST_FILE, manifest_bytes)
             _write_new(tmp / HEADER_FILE, header.encode())
-            signatures: dict[str, Any] = {"manifest": _signature_facts(signature)}
+            signatures: dict[str, Any] = {"manifest": {"key_version": key_service.key_version(signature)}}
             if attestation_signer is not None:
                 # Over the bytes just written: the manifest, and every ciphertext by its recorded digest.
                 files = [(MANIFEST_FILE, manifest_digest.removeprefix("sha256:"))]
@@ -417,12 +408,6 @@ def build_package(
         content_digest=content_digest, key_name=wrapped.key_name, key_version=wrapped.key_version,
         counts=manifest.counts(), upstream=upstream, signatures=signatures,
     )
-
-
-def _signature_facts(signature: str) -> dict[str, Any]:
-    """The Transit key version of our own manifest signature (``vault:v<N>:...``)."""
-    match = _WRAPPED_VERSION.match(signature)
-    return {"key_version": int(match.group(1)) if match else None}
 
 
 def model_signature_facts(path: str | os.PathLike) -> dict[str, Any]:
@@ -543,13 +528,14 @@ class VerifiedPackage:
     root: Path
     header: PackageHeader
     manifest: PackageManifest
+    signature_key_version: int | None = None  # as the key service reads its own signature
 
     @property
     def package_id(self) -> str:
         return self.header.package_id
 
     def info(self) -> PackageInfo:
-        signatures: dict[str, Any] = {"manifest": _signature_facts(self.header.signature)}
+        signatures: dict[str, Any] = {"manifest": {"key_version": self.signature_key_version}}
         if (self.root / attest.SIGNATURE_FILE).is_file():
             signatures["model_signing"] = model_signature_facts(self.root / attest.SIGNATURE_FILE)
         return PackageInfo(
@@ -607,7 +593,7 @@ def verify_package(
     if header.data_key.key_name != manifest.key_name:
         raise PackageSignatureError(
             f"header data key {header.data_key.key_name!r} is not the signed key {manifest.key_name!r}")
-    if wrapped_key_version(header.data_key.wrapped) != header.data_key.key_version:
+    if key_service.key_version(header.data_key.wrapped) != header.data_key.key_version:
         raise PackageFormatError(f"{HEADER_FILE}: key_version does not match the wrapped key")
     if manifest.aead.get("construction") != stream.CONSTRUCTION:
         raise PackageFormatError(f"unsupported AEAD construction {manifest.aead.get('construction')!r}")
@@ -618,7 +604,8 @@ def verify_package(
     if recomputed != manifest.content_digest:
         raise PackageSignatureError("manifest content_digest does not match its file list")
     _check_paths([f.path for f in manifest.files])
-    return VerifiedPackage(root=root, header=header, manifest=manifest)
+    return VerifiedPackage(root=root, header=header, manifest=manifest,
+                           signature_key_version=key_service.key_version(header.signature))
 
 
 def check_file_set(verified: VerifiedPackage) -> None:

@@ -13,6 +13,7 @@ key service gets ``VaultPermissionError`` from ``unwrap``; a trainer's from ``si
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from secure_data.handoff.keyservice import DataKey
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     import hvac
 
     from secure_data.vault.session import VaultSession
+
+_TRANSIT_VERSION = re.compile(r"^vault:v(\d+):")  # Transit ciphertexts and signatures
 
 
 class VaultKeyService:
@@ -101,3 +104,8 @@ class VaultKeyService:
 
     def verify(self, message: bytes, signature: str) -> bool:
         return self.ops.verify(self.signing_key, message, signature)
+
+    def key_version(self, token: str) -> int | None:
+        """Transit ciphertexts and signatures start ``vault:v<N>:``."""
+        match = _TRANSIT_VERSION.match(token or "")
+        return int(match.group(1)) if match else None
