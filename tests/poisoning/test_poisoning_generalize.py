@@ -85,8 +85,8 @@ def test_presence_comparison_names_each_signature():
     labels = [(0, (10, 10, 50, 60)), (1, (100, 100, 160, 120)), (0, (200, 10, 240, 60))]
     dets = [
         (11, 11, 49, 61, 0.9, 0),  # agrees with label 0
-        (101, 99, 158, 121, 0.8, 0),  # label 1 is a plate, the model is sure it is a face
-        (60, 150, 100, 200, 0.7, 0),  # an object no label covers
+        (101, 99, 158, 121, 0.85, 0),  # label 1 is a plate, the model is sure it is a face
+        (60, 150, 100, 200, 0.8, 0),  # an object no label covers
         (300, 300, 310, 310, 0.2, 1),  # too weak to claim anything
     ]  # label 2 has nothing under it
     got = compare_with_detections(labels, dets, config)
@@ -116,10 +116,31 @@ def test_art_label_attacks_are_named_by_the_model(small_root, tmp_path, screen, 
     assert f["action"] == "quarantine" and f["evidence"]["items"]
 
 
-def test_presence_checks_are_quiet_on_clean_data(small_root, screen, model_config):
-    s = screen(small_root, model_config)
+def test_presence_checks_are_quiet_on_clean_photographs(tmp_path_factory, screen, model_config):
+    """Real photographs (crops of the 19 shipped in wheels, with drawn objects): the demo detector, trained
+    on generated scenes, sees faces and objects in them the labels do not hold, and misses drawn objects on
+    busy backgrounds. At the thresholds calibrated on another seed (bench/poison_calibrate.py) and with
+    phantom boxes corroborated by the class template, <= 0.5 % of clean samples are named (17 of 200 before).
+    """
+    from secure_data_testkit.attacks import make_photo_dataset
+
+    root = make_photo_dataset(tmp_path_factory.mktemp("photos") / "clean", n_train=160, n_val=40, seed=0)
+    s = screen(root, model_config)
     presence = {k for c in ("unlabelled_object", "phantom_box", "detector_class_conflict") for k in s.suspects(c)}
     assert len(presence) <= 1, presence  # <= 0.5 % of 200
+
+
+def test_phantom_box_needs_the_class_template_to_agree():
+    from types import SimpleNamespace as NS
+
+    from secure_data.poisoning.presence import _corroborated_phantoms
+
+    config = PoisoningConfig()
+    items = [{"box": 0, "class": 0}, {"box": 1, "class": 0}, {"box": 2, "class": 0}]
+    box_fits = {0: NS(own=0.05), 1: NS(own=0.7)}  # box 2: no template fit (the model's word stands)
+    kept = _corroborated_phantoms(items, box_fits, config)
+    assert [k["box"] for k in kept] == [0, 2]
+    assert kept[0]["template_fit"] == 0.05
 
 
 # ---------------------------------------------------------------- leakage verification

@@ -10,7 +10,9 @@ compared with its detections by IoU:
   any class overlaps (IoU < ``presence_iou``). An object-disappearance attack removes the labels of
   objects that are still in the picture (only the trigger was added).
 * ``phantom_box``: a labelled box that no detection of any class overlaps, even at the low score
-  ``presence_low_conf``. An object-generation attack labels a box where there is only a trigger.
+  ``presence_low_conf``, and whose content fits its class's appearance template no better than
+  ``presence_phantom_max_fit`` (two judges: the model alone misses real
+  objects on busy backgrounds). An object-generation attack labels a box where there is only a trigger.
 * ``detector_class_conflict``: a labelled box whose overlapping detections are confidently another
   class (>= ``presence_conf``) and not its own class even at ``presence_low_conf``: re-classed
   objects (regional / global misclassification).
@@ -117,13 +119,38 @@ class PresenceDetector:
         return out
 
 
+def _corroborated_phantoms(items: list[dict[str, Any]], fits: Mapping[int, Any], config: PoisoningConfig):
+    """Keep a phantom box only if its content also barely fits its class's appearance template.
+
+    The model alone is one judge: on a domain it was not trained for it misses real objects on busy
+    backgrounds (3-5.5 % of clean photographs, at any score threshold). The class template is a second,
+    independent one (``BoxFit.own``: correlation of orientation fields); a box both judges find empty of
+    its class is what object generation leaves. A box without a template fit (too small, or a class
+    without statistics) keeps the model's word.
+    """
+    kept = []
+    for item in items:
+        fit = fits.get(item["box"])
+        if fit is None:
+            kept.append(item)
+        elif fit.own <= config.presence_phantom_max_fit:
+            kept.append({**item, "template_fit": fit.own, "max_fit": config.presence_phantom_max_fit})
+    return kept
+
+
 def check_presence(
-    root: str, samples: Sequence[Sample], config: PoisoningConfig, names: Mapping[int, str]
+    root: str, samples: Sequence[Sample], config: PoisoningConfig, names: Mapping[int, str],
+    feats: Sequence[Any] | None = None,
 ) -> list[Finding]:
-    """One finding per sample and disagreement kind; unreadable samples are reported as such."""
+    """One finding per sample and disagreement kind; unreadable samples are reported as such.
+
+    ``feats`` (the feature pass's records): phantom boxes must then be corroborated by the class
+    template fit (:func:`_corroborated_phantoms`).
+    """
     from secure_data.poisoning.features import decode_bgr
 
     detector = PresenceDetector(config, names)
+    fits_by_key = {f.key: {fit.index: fit for fit in f.fits} for f in feats} if feats is not None else None
     findings: list[Finding] = []
     chunk = max(1, config.backbone_batch) * 4
     for start in range(0, len(samples), chunk):
@@ -139,6 +166,8 @@ def check_presence(
         for s, img, dets in zip(kept, images, detector.detect(images), strict=True):
             h, w = img.shape[:2]
             got = compare_with_detections(label_xyxy(s, w, h), dets, config)
+            if fits_by_key is not None:
+                got["phantom_box"] = _corroborated_phantoms(got["phantom_box"], fits_by_key.get(s.key, {}), config)
             for check, items in got.items():
                 if not items:
                     continue
