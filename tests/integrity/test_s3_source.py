@@ -111,7 +111,7 @@ def test_s3_without_s3fs_names_the_extra(monkeypatch):
 def test_concurrent_shards_mirror_an_s3_source_once(s3, dataset, layout_factory):
     from concurrent.futures import ThreadPoolExecutor
 
-    from secure_data.integrity.run import merge_integrity, run_integrity_shard
+    from secure_data.integrity.shards import merge_integrity, run_integrity_shard
 
     bucket = f"raw-{uuid.uuid4().hex[:8]}"
     s3.upload_directory(dataset, bucket)

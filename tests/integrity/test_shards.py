@@ -11,7 +11,8 @@ import pytest
 from secure_data.dataset.manifest import read_manifest
 from secure_data.dataset.stage import RunLayout
 from secure_data.integrity.config import IntegrityConfig
-from secure_data.integrity.run import DatasetError, merge_integrity, run_integrity, run_integrity_shard
+from secure_data.integrity.run import DatasetError, run_integrity
+from secure_data.integrity.shards import merge_integrity, run_integrity_shard
 
 CFG = IntegrityConfig(workers=2)
 

@@ -17,12 +17,10 @@ operator calls. Steps:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,6 @@ from secure_data.dataset.manifest import (
     IntegrityError,
     Manifest,
     Reason,
-    canonical_json,
     digest_of,
     read_manifest,
     verified_read,
@@ -44,16 +41,22 @@ from secure_data.dataset.quarantine import quarantine_file
 from secure_data.dataset.stage import IntegrityFigures, RunLayout, StageFailed, StageResult, finish_stage
 from secure_data.dataset.storage import Mirror, is_remote, mirror_source, source_label
 from secure_data.integrity import codes
-from secure_data.integrity.codes import ACCEPT, FAIL, POLICY_OF, QUARANTINE, STAGE, WARN, Finding, stronger
+from secure_data.integrity.codes import ACCEPT, FAIL, QUARANTINE, STAGE, Finding
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import REGULAR, FileResult, InputEntry, check_entry, list_entries, read_once
+from secure_data.integrity.gx_tables import gx_tables
 from secure_data.integrity.images import configure_pillow
+from secure_data.integrity.policy import (
+    action_for,
+    add_sample_findings,
+    verdict_of,
+    worst_action,
+)
 from secure_data.integrity.tamper import ADDED, MODIFIED, REMOVED, diff_records, encode_diff
 
 log = logging.getLogger(__name__)
 
 HEADER_FORMAT = "secure-data/integrity-header/v1"
-SHARD_SCHEMA = "secure-data/integrity-shard/v1"
 MANIFEST_NAME = "manifest.jsonl"
 TAMPER_DIFF_NAME = "tamper_diff.jsonl"
 MAX_DATA_YAML_BYTES = 1024 * 1024
@@ -73,26 +76,7 @@ class IntegrityFailed(StageFailed):
     """A check whose policy is "fail" fired. The manifest, quarantine and reports are written first."""
 
 
-def action_for(code: str, config: IntegrityConfig) -> str:
-    policy = POLICY_OF.get(code)
-    return config.policy(policy) if policy else QUARANTINE
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def file_action(path: str, code: str, config: IntegrityConfig) -> str:
-    """The action for a finding on ``path``. data.yaml cannot be quarantined without orphaning every
-    label (it holds the class names), so what would quarantine it fails the stage instead."""
-    action = action_for(code, config)
-    return FAIL if path == DATA_YAML and action == QUARANTINE else action
-
-
-def _worst(found: Iterable[Finding], config: IntegrityConfig, path: str = "") -> str | None:
-    action = None
-    for f in found:
-        action = stronger(action, file_action(path, f.code, config))
-    return action
 
 
 def _read_class_names(data_root: Path, entries: list[InputEntry]) -> tuple[FileRecord, list[str]]:
@@ -205,59 +189,6 @@ def _tamper_findings(results: Mapping[str, FileResult], reference: Manifest,
     return per_file, dataset, summary
 
 
-def _rejected_samples(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
-                      config: IntegrityConfig) -> tuple[set[str], set[str]]:
-    """(paths rejected by their own findings, samples that contain one)."""
-    rejected = {p for p, fs in findings.items() if _worst(fs, config, p) in (QUARANTINE, FAIL)}
-    samples = {results[p].record.sample for p in rejected if results[p].record.sample is not None}
-    return rejected, samples
-
-
-def _gx_tables(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
-               class_names: list[str], config: IntegrityConfig):
-    rejected, bad_samples = _rejected_samples(results, findings, config)
-    label_of: dict[str, FileResult] = {}
-    for res in results.values():
-        if res.record.kind == "label" and res.record.sample is not None:
-            label_of[res.record.sample] = res
-    images: list[dict[str, Any]] = []
-    split_counts: Counter[str] = Counter()
-    class_counts: Counter[int] = Counter()
-    splits_seen: set[str] = set()
-    for path in sorted(results):
-        rec = results[path].record
-        if rec.kind != "image":
-            continue
-        own = [f for f in findings.get(path, []) if f.code not in {
-            codes.IMAGE_WITHOUT_LABEL, codes.TAMPER_ADDED, codes.TAMPER_MODIFIED, codes.TAMPER_REMOVED,
-            codes.AMBIGUOUS_SAMPLE}]
-        image_ok = _worst(own, config) not in (QUARANTINE, FAIL)
-        label = label_of.get(rec.sample or "")
-        if label is None:
-            label_ok = action_for(codes.IMAGE_WITHOUT_LABEL, config) in (WARN, ACCEPT)
-        else:
-            label_ok = label.record.path not in rejected
-        candidate = rec.sample not in bad_samples
-        if rec.split:
-            splits_seen.add(rec.split)
-        if candidate and rec.split:
-            split_counts[rec.split] += 1
-            if label is not None:
-                for box in label.record.meta.get("boxes", []):
-                    class_counts[int(box[0])] += 1
-        m = rec.meta
-        images.append({
-            "key": path, "split": rec.split, "sample": rec.sample, "sha256": rec.sha256, "format": m.get("format"),
-            "width": m.get("width"), "height": m.get("height"), "channels": m.get("channels"),
-            "bit_depth": m.get("bit_depth"), "size": rec.size, "candidate": candidate,
-            "image_ok": int(image_ok), "label_ok": int(label_ok), "n_boxes": int(label.record.meta.get("n_boxes", 0))
-            if label is not None else 0,
-        })
-    splits = [{"key": s, "n_images": split_counts.get(s, 0)} for s in sorted(splits_seen)]
-    classes = [{"key": name, "class_id": i, "n_boxes": class_counts.get(i, 0)} for i, name in enumerate(class_names)]
-    return images, splits, classes
-
-
 def _copy_to_quarantine(data_root: Path, qroot: Path, res: FileResult, record: FileRecord,
                         reasons: tuple[Reason, ...]) -> Reason | None:
     """Copy one rejected file (bytes re-read and checked against its hash). Returns an extra reason on failure.
@@ -292,7 +223,7 @@ class _Prepared:
     class_names: list[str]
 
 
-def _prepare(source: Any, layout: RunLayout, storage_options: Mapping[str, Any] | None,
+def prepare_source(source: Any, layout: RunLayout, storage_options: Mapping[str, Any] | None,
              workers: int) -> _Prepared:
     mirror: Mirror | None = None
     if is_remote(source):
@@ -312,7 +243,7 @@ def _prepare(source: Any, layout: RunLayout, storage_options: Mapping[str, Any] 
     return _Prepared(data_root, mirror, source_label(source), entries, yaml_record, class_names)
 
 
-def _check_entries(prep: _Prepared, todo: list[InputEntry], config: IntegrityConfig, layout: RunLayout,
+def check_entries(prep: _Prepared, todo: list[InputEntry], config: IntegrityConfig, layout: RunLayout,
                    workers: int) -> dict[str, FileResult]:
     n_classes = len(prep.class_names)
 
@@ -326,120 +257,6 @@ def _check_entries(prep: _Prepared, todo: list[InputEntry], config: IntegrityCon
             for r in batch:
                 results[r.record.path] = r
     return results
-
-
-def shard_of(entry: InputEntry, shards: int) -> int:
-    """The shard an entry belongs to: by sample (an image and its label land together), else by path.
-    A hash, not a position, so adding one file does not move every other file to another shard."""
-    key = entry.sample or entry.path
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % shards
-
-
-def _shard_file(layout: RunLayout, shard: int, shards: int) -> Path:
-    return layout.stage(STAGE) / "shards" / f"{shard:05d}-of-{shards:05d}.jsonl"
-
-
-def run_integrity_shard(
-    source: Any,
-    layout: RunLayout,
-    *,
-    shard: int,
-    shards: int,
-    config: IntegrityConfig | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Hash and check one shard of the files (for dynamic task mapping); ``merge_integrity`` finishes.
-
-    Every shard lists the whole dataset (cheap) and checks the entries with ``shard_of(e) == shard``.
-    An object-storage source is mirrored once per run: concurrent shards wait for the first one's
-    copy (``mirror_source`` holds a lock). The per-file results go to
-    ``<run>/integrity/shards/<i>-of-<n>.jsonl`` (written atomically); the return value is small:
-    shard, shards, path, digest and counts.
-    """
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
-    config = config or IntegrityConfig()
-    configure_pillow(config.max_pixels)
-    workers = config.workers or os.cpu_count() or 1
-    prep = _prepare(source, layout, storage_options, workers)
-    todo = [e for e in prep.entries if e.path != DATA_YAML and shard_of(e, shards) == shard]
-    results = _check_entries(prep, todo, config, layout, workers)
-    lines = [canonical_json({"schema": SHARD_SCHEMA, "shard": shard, "shards": shards, "source": prep.label,
-                             "config": config.to_header()})]
-    lines += [canonical_json(_result_to_dict(results[p])) for p in sorted(results)]
-    data = ("\n".join(lines) + "\n").encode("utf-8")
-    path = _shard_file(layout, shard, shards)
-    atomic_write_bytes(path, data)
-    log.info("integrity shard %d/%d: %d of %d files checked", shard, shards, len(results), len(prep.entries))
-    return {"shard": shard, "shards": shards, "path": str(path), "digest": digest_of(data), "files": len(results)}
-
-
-def _result_to_dict(res: FileResult) -> dict[str, Any]:
-    return {"record": res.record.to_dict(), "findings": [[f.code, f.detail] for f in res.findings],
-            "readable": res.readable, "copyable": res.copyable, "safe_name": res.safe_name}
-
-
-def _result_from_dict(row: Mapping[str, Any]) -> FileResult:
-    return FileResult(record=FileRecord.from_dict(row["record"]),
-                      findings=tuple(Finding(code, detail) for code, detail in row["findings"]),
-                      readable=bool(row["readable"]), copyable=bool(row["copyable"]),
-                      safe_name=bool(row["safe_name"]))
-
-
-def _load_shards(shard_results: Iterable[Mapping[str, Any]], layout: RunLayout, config: IntegrityConfig,
-                 label: str) -> tuple[int, dict[str, FileResult]]:
-    shard_results = list(shard_results)
-    if not shard_results:
-        raise DatasetError("merge_integrity got no shard results")
-    shards = {int(r["shards"]) for r in shard_results}
-    if len(shards) != 1:
-        raise DatasetError(f"shard results disagree on the number of shards: {sorted(shards)}")
-    (n,) = shards
-    have = sorted(int(r["shard"]) for r in shard_results)
-    if have != list(range(n)):
-        raise DatasetError(f"expected shards 0..{n - 1} exactly once, got {have}")
-    results: dict[str, FileResult] = {}
-    for r in sorted(shard_results, key=lambda r: int(r["shard"])):
-        path = _shard_file(layout, int(r["shard"]), n)  # our own run folder, never a path from XCom
-        data = path.read_bytes()
-        if digest_of(data) != r["digest"]:
-            raise IntegrityError(f"{path} changed after shard {r['shard']} wrote it")
-        header, *rows = data.decode("utf-8").splitlines()
-        head = json.loads(header)
-        if head.get("schema") != SHARD_SCHEMA or head.get("source") != label \
-                or head.get("config") != config.to_header():
-            raise DatasetError(f"{path} was made for another source or configuration")
-        for line in rows:
-            res = _result_from_dict(json.loads(line))
-            results[res.record.path] = res
-    return n, results
-
-
-def merge_integrity(
-    source: Any,
-    layout: RunLayout,
-    shard_results: Iterable[Mapping[str, Any]],
-    *,
-    config: IntegrityConfig | None = None,
-    reference_manifest: str | None = None,
-    reference_digest: str | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> StageResult:
-    """Finish a sharded integrity run: the dataset-level checks (pairing, tamper diff, Great
-    Expectations, sample rule), quarantine and the manifest, exactly as ``run_integrity`` does.
-
-    The merged manifest is byte-identical to an unsharded run's. Every listed file must be in
-    exactly one shard: a file added after the shards ran, or one missing from them, fails loudly.
-    """
-    config, workers, reference, prep = _start(source, layout, config, reference_manifest, reference_digest,
-                                              storage_options)
-    _, results = _load_shards(shard_results, layout, config, prep.label)
-    listed = {e.path for e in prep.entries if e.path != DATA_YAML}
-    if set(results) != listed:
-        missing, extra = sorted(listed - set(results)), sorted(set(results) - listed)
-        raise DatasetError(f"the shards do not cover the dataset as listed now: {len(missing)} file(s) not "
-                           f"checked (e.g. {missing[:3]}), {len(extra)} no longer listed (e.g. {extra[:3]})")
-    return _finish(prep, results, layout, config, reference, workers)
 
 
 def run_integrity(
@@ -459,15 +276,15 @@ def run_integrity(
     Raises :class:`DatasetError` when nothing can be checked, :class:`IntegrityFailed` (after writing
     everything) when a "fail" policy fired.
     """
-    config, workers, reference, prep = _start(source, layout, config, reference_manifest, reference_digest,
+    config, workers, reference, prep = start_run(source, layout, config, reference_manifest, reference_digest,
                                               storage_options)
     todo = [e for e in prep.entries if e.path != DATA_YAML]
     log.info("integrity: %d files under %s, %d workers", len(prep.entries), prep.label, workers)
-    results = _check_entries(prep, todo, config, layout, workers)
-    return _finish(prep, results, layout, config, reference, workers)
+    results = check_entries(prep, todo, config, layout, workers)
+    return finish_run(prep, results, layout, config, reference, workers)
 
 
-def _start(source: Any, layout: RunLayout, config: IntegrityConfig | None, reference_manifest: str | None,
+def start_run(source: Any, layout: RunLayout, config: IntegrityConfig | None, reference_manifest: str | None,
            reference_digest: str | None, storage_options: Mapping[str, Any] | None,
            ) -> tuple[IntegrityConfig, int, Manifest | None, _Prepared]:
     config = config or IntegrityConfig()
@@ -480,22 +297,46 @@ def _start(source: Any, layout: RunLayout, config: IntegrityConfig | None, refer
                            "integrity result)")
     reference = read_manifest(reference_manifest, expected_digest=reference_digest) if reference_manifest else None
     layout.stage(STAGE).mkdir(parents=True, exist_ok=True)
-    return config, workers, reference, _prepare(source, layout, storage_options, workers)
+    return config, workers, reference, prepare_source(source, layout, storage_options, workers)
 
 
-def _finish(prep: _Prepared, results: dict[str, FileResult], layout: RunLayout, config: IntegrityConfig,
-            reference: Manifest | None, workers: int) -> StageResult:
+def finish_run(prep: _Prepared, results: dict[str, FileResult], layout: RunLayout, config: IntegrityConfig,
+               reference: Manifest | None, workers: int) -> StageResult:
     """Everything after the per-file checks: dataset-level checks, policies, quarantine, manifest."""
-    data_root, mirror, label, class_names = prep.data_root, prep.mirror, prep.label, prep.class_names
-    stage_dir = layout.stage(STAGE)
-    qroot = layout.quarantine(STAGE)
-    results = dict(results)
-    results[DATA_YAML] = FileResult(prep.yaml_record)
+    stage_dir, qroot = layout.stage(STAGE), layout.quarantine(STAGE)
+    results = {**results, DATA_YAML: FileResult(prep.yaml_record)}
     malformed = sum(1 for r in results.values() if r.record.meta.get("exif_malformed"))
     if malformed:  # one line for the run: Pillow's per-entry warnings were collected, not logged
         log.warning("integrity: %d image(s) with malformed EXIF (meta exif_malformed; Pillow's warnings "
                     "suppressed)", malformed)
+    findings, dataset_findings, tamper_summary = _file_findings(results, reference, stage_dir, config)
+    gx = _run_gx(results, findings, dataset_findings, prep.class_names, config, layout)
+    add_sample_findings(results, findings, config)
+    records = _apply(prep.data_root, qroot, results, findings, config, workers)
+    verdict, fired, facts = verdict_of(records.values(), dataset_findings, config)
+    header = {"stage": STAGE, "format": HEADER_FORMAT, "source": prep.label, "mirrored": prep.mirror is not None,
+              "class_names": prep.class_names, "config": config.to_header(),
+              "gx": {"success": gx.success, "expectations": list(gx.expectations)}, "tamper": tamper_summary,
+              **facts}
+    counts = {"warned": sum(1 for r in records.values() if r.accepted and r.reasons),
+              "labels": sum(1 for r in records.values() if r.kind == "label"),
+              "labels_accepted": sum(1 for r in records.values() if r.kind == "label" and r.accepted)}
+    figures = IntegrityFigures(
+        verdict=verdict, gx_success=gx.success, gx_data_docs=str(gx.docs_index) if gx.docs_index else None,
+        quarantine_dir=str(qroot), tamper_diff=str(stage_dir / TAMPER_DIFF_NAME) if tamper_summary else None,
+        reference_digest=tamper_summary["reference_digest"] if tamper_summary else None)
+    result = finish_stage(STAGE, stage_dir / MANIFEST_NAME, header, records.values(), data_root=prep.data_root,
+                          figures=figures, counts=counts)
+    log.info("integrity: verdict %s, %s, manifest %s", verdict, result.counts.to_dict(), result.manifest_digest)
+    if verdict == FAIL:
+        raise IntegrityFailed(f"integrity checks with policy 'fail' fired: {', '.join(fired)} "
+                              f"(manifest {result.manifest_path}, {result.manifest_digest})", result)
+    return result
 
+
+def _file_findings(results: Mapping[str, FileResult], reference: Manifest | None, stage_dir: Path,
+                   config: IntegrityConfig) -> tuple[dict[str, list[Finding]], list[Finding], dict | None]:
+    """Per-file findings (own checks, pairing, tamper diff) and the dataset-level ones (removed files)."""
     findings: dict[str, list[Finding]] = {p: list(r.findings) for p, r in results.items()}
     for path, extra in _pairing_findings(results).items():
         findings[path].extend(extra)
@@ -506,43 +347,33 @@ def _finish(prep: _Prepared, results: dict[str, FileResult], layout: RunLayout, 
         for path, extra in per_file.items():
             findings[path].extend(extra)
         dataset_findings.extend(removed)
-
     # "accept" (background-image policies only) means: not even a warning.
     findings = {p: [f for f in fs if action_for(f.code, config) != ACCEPT] for p, fs in findings.items()}
+    return findings, dataset_findings, tamper_summary
 
+
+def _run_gx(results: Mapping[str, FileResult], findings: dict[str, list[Finding]], dataset_findings: list[Finding],
+            class_names: list[str], config: IntegrityConfig, layout: RunLayout) -> Any:
+    """The Great Expectations suite over the metadata tables; its findings join the others."""
     from secure_data.integrity.gx_suite import run_suite  # pulls in GX and pandas (~3 s, once per process)
 
-    images, splits, classes = _gx_tables(results, findings, class_names, config)
+    images, splits, classes = gx_tables(results, findings, class_names, config)
     gx = run_suite(images, splits, classes, config=config, docs_dir=layout.report / "gx")
     for path, extra in gx.row_findings.items():
         findings[path].extend(extra)
     dataset_findings.extend(gx.dataset_findings)
+    return gx
 
-    # A sample (image + label) is the unit: one rejected file rejects its partner.
-    rejected, bad_samples = _rejected_samples(results, findings, config)
-    rejected_in: dict[str, list[str]] = defaultdict(list)
-    for p in sorted(rejected):
-        if results[p].record.sample is not None:
-            rejected_in[results[p].record.sample].append(p)
-    for path, res in results.items():
-        sample = res.record.sample
-        if path in rejected or sample not in bad_samples:
-            continue
-        culprits = rejected_in[sample]
-        culprit_codes = sorted({f.code for p in culprits for f in findings[p]
-                                if action_for(f.code, config) in (QUARANTINE, FAIL)})
-        kind = results[culprits[0]].record.kind
-        code = codes.SAMPLE_IMAGE_REJECTED if kind == "image" else codes.SAMPLE_LABEL_REJECTED
-        findings[path].append(Finding(code, f"{kind} of sample {sample} rejected: {', '.join(culprit_codes)}"))
 
-    # Apply: records, quarantine copies.
+def _apply(data_root: Path, qroot: Path, results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
+           config: IntegrityConfig, workers: int) -> dict[str, FileRecord]:
+    """Findings -> records with reasons; rejected files quarantined (copied, hash re-checked) in parallel."""
     records: dict[str, FileRecord] = {}
     to_quarantine: list[tuple[FileResult, FileRecord, tuple[Reason, ...]]] = []
     for path, res in sorted(results.items()):
         reasons = tuple(Reason(f.code, f.detail, STAGE) for f in findings[path])
-        action = _worst(findings[path], config, path)
         base = res.record
-        if action in (QUARANTINE, FAIL):
+        if worst_action(findings[path], config, path) in (QUARANTINE, FAIL):
             rec = base.quarantined(*reasons)
             to_quarantine.append((res, rec, reasons))
         else:
@@ -554,48 +385,4 @@ def _finish(prep: _Prepared, results: dict[str, FileResult], layout: RunLayout, 
     for (_, rec, _), extra in zip(to_quarantine, extras, strict=True):
         if extra is not None:
             records[rec.path] = rec.quarantined(extra)
-
-    # Verdict, header, manifest.
-    actions: dict[str, str] = {}
-    reason_counts: Counter[str] = Counter()
-    for rec in records.values():
-        for r in rec.reasons:
-            reason_counts[r.code] += 1
-            applied = file_action(rec.path, r.code, config)
-            actions[r.code] = stronger(actions.get(r.code), applied)
-    dataset_rows = [{"code": f.code, "detail": f.detail, "action": action_for(f.code, config)}
-                    for f in dataset_findings]
-    for row in dataset_rows:
-        actions[row["code"]] = stronger(actions.get(row["code"]), row["action"])
-    fired = sorted(c for c, a in actions.items() if a == FAIL)
-    verdict = FAIL if fired else (WARN if actions else "pass")
-    header = {
-        "stage": STAGE,
-        "format": HEADER_FORMAT,
-        "source": label,
-        "mirrored": mirror is not None,
-        "class_names": class_names,
-        "config": config.to_header(),
-        "gx": {"success": gx.success, "expectations": list(gx.expectations)},
-        "tamper": tamper_summary,
-        "dataset_findings": dataset_rows,
-        "reason_counts": dict(sorted(reason_counts.items())),
-        "actions": dict(sorted(actions.items())),
-        "verdict": verdict,
-    }
-    manifest_path = stage_dir / MANIFEST_NAME
-    counts = {"warned": sum(1 for r in records.values() if r.accepted and r.reasons),
-              "labels": sum(1 for r in records.values() if r.kind == "label"),
-              "labels_accepted": sum(1 for r in records.values() if r.kind == "label" and r.accepted)}
-    figures = IntegrityFigures(
-        verdict=verdict, gx_success=gx.success, gx_data_docs=str(gx.docs_index) if gx.docs_index else None,
-        quarantine_dir=str(qroot), tamper_diff=str(stage_dir / TAMPER_DIFF_NAME) if tamper_summary else None,
-        reference_digest=tamper_summary["reference_digest"] if tamper_summary else None)
-    result = finish_stage(STAGE, manifest_path, header, records.values(), data_root=data_root, figures=figures,
-                          counts=counts)
-    digest = result.manifest_digest
-    log.info("integrity: verdict %s, %s, manifest %s", verdict, result.counts.to_dict(), digest)
-    if verdict == FAIL:
-        raise IntegrityFailed(f"integrity checks with policy 'fail' fired: {', '.join(fired)} "
-                              f"(manifest {manifest_path}, {digest})", result)
-    return result
+    return records

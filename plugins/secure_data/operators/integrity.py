@@ -172,7 +172,7 @@ class IntegrityShardOperator(IntegrityOperator):
         self.shards = shards
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from secure_data.integrity.run import run_integrity_shard
+        from secure_data.integrity.shards import run_integrity_shard
 
         self.check_policies()
         source, storage_options = self._source()
@@ -196,7 +196,7 @@ class IntegrityMergeOperator(IntegrityOperator):
         self.shard_results = shard_results
 
     def run_stage(self, context: Context, layout: Any) -> Any:
-        from secure_data.integrity.run import merge_integrity
+        from secure_data.integrity.shards import merge_integrity
 
         source, storage_options = self._source()
         return merge_integrity(source, layout, as_list(self.shard_results, "shard_results"), config=self._config(),
