@@ -283,3 +283,23 @@ def test_shared_background_with_different_objects_is_not_a_leak():
              DupEdge(0, 2, "near", 20, False, 90, ident, proposal="layout", similarity=0.7, overlap=0.9)]
     found = check_duplicates(samples, [None] * 3, edges, duplicate_groups(3, edges), {}, PoisoningConfig())
     assert [(f.check, list(f.suspects)) for f in found] == [("split_leakage", ["val/c"])]
+
+
+def test_layout_search_goes_sub_quadratic_and_keeps_the_copies(monkeypatch):
+    """Past _EXACT_MAX_PAIRS the nearest-neighbour search uses an inverted file; forced here on a small set,
+    it must return the same nearest neighbours for near copies (the exact search is the reference)."""
+    import secure_data.poisoning.duplicates as dup
+
+    rng = np.random.default_rng(3)
+    basis = rng.standard_normal((8, 63))
+    refs = rng.standard_normal((4000, 8)) @ basis + 0.7 * rng.standard_normal((4000, 63))
+    refs = (refs / np.linalg.norm(refs, axis=1, keepdims=True)).astype(np.float32)
+    src = rng.choice(4000, 300, replace=False)
+    q = refs[src] + 0.05 * rng.standard_normal((300, 63))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    exact = dup.nearest_layouts(q, None, refs, 2)
+    monkeypatch.setattr(dup, "_EXACT_MAX_PAIRS", 0)
+    ivf = dup.nearest_layouts(q, q[:, ::-1].copy(), refs, 2)
+    assert (exact[0][:, 0] == src).mean() == 1.0
+    assert (ivf[0][:, 0] == src).mean() >= 0.97
+    assert ivf[0].shape == (300, 2) and np.all(np.diff(ivf[1], axis=1) <= 0)  # best first

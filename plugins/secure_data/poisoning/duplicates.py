@@ -127,7 +127,108 @@ def find_duplicate_edges(
     return edges
 
 
-_NN_CHUNK = 4096  # query rows per matrix product (bounds memory: chunk x references floats)
+_NN_CELLS = 1 << 24  # similarities per matrix product (64 MB of float32; query rows = this / references)
+# Above this many query x reference pairs the search goes through an inverted file (k-means lists,
+# ``_IVF_PROBES`` nearest lists per query) instead of comparing every pair: sub-quadratic.
+_EXACT_MAX_PAIRS = 1 << 30
+_IVF_PROBES = 8
+
+
+def _top_k(sims, mirror, k: int):
+    """Per row: the k largest values (columns, values, mirror flags), -1 / -inf where a row has fewer."""
+    import numpy as np
+
+    n, m = sims.shape
+    cols = np.full((n, k), -1, np.int64)
+    vals = np.full((n, k), -np.inf, np.float32)
+    mirs = np.zeros((n, k), bool)
+    r = np.arange(n)
+    for j in range(min(k, m)):  # k rounds of argmax: far cheaper than a partition for k << m
+        col = sims.argmax(axis=1)
+        cols[:, j], vals[:, j] = col, sims[r, col]
+        if mirror is not None:
+            mirs[:, j] = mirror[r, col]
+        sims[r, col] = -np.inf
+    return cols, vals, mirs
+
+
+def _exact_block(q, qm, refs, k: int):
+    import numpy as np
+
+    sims = q @ refs.T
+    mirror = None
+    if qm is not None:
+        sims_m = qm @ refs.T
+        mirror = sims_m > sims
+        np.maximum(sims, sims_m, out=sims)
+    return _top_k(sims, mirror, k)
+
+
+def nearest_layouts(q, qm, refs, k: int, seed: int = 0):
+    """The k most similar rows of ``refs`` (unit vectors) for every row of ``q`` (and of its mirror ``qm``,
+    whichever is closer): (indices, cosines, mirrored), each (len(q), k); index -1 where there is none.
+
+    Exact (chunked matrix products) up to ``_EXACT_MAX_PAIRS`` query x reference pairs; beyond, an
+    inverted file: spherical k-means on a sample of the references (about sqrt(n) lists), every query
+    compared with the references of its ``_IVF_PROBES`` nearest lists only. A copy sits close to its
+    original (cosine 0.67+), so both fall in the same or neighbouring lists.
+    """
+    import numpy as np
+
+    n_q, n_r = len(q), len(refs)
+    if n_q * n_r <= _EXACT_MAX_PAIRS:
+        rows = max(1, _NN_CELLS // max(1, n_r))
+        parts = [_exact_block(q[s:s + rows], None if qm is None else qm[s:s + rows], refs, k)
+                 for s in range(0, n_q, rows)]
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
+    rng = np.random.default_rng(seed)
+    n_lists = int(min(4096, max(16, np.sqrt(n_r))))
+    train = refs[rng.choice(n_r, size=min(n_r, 40 * n_lists), replace=False)]
+    cent = train[rng.choice(len(train), size=n_lists, replace=False)].copy()
+    for _ in range(8):
+        assign = _assign(train, cent)
+        sums = np.zeros_like(cent)
+        np.add.at(sums, assign, train)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        cent = np.where(norms > 1e-6, sums / np.maximum(norms, 1e-6), cent).astype(np.float32)
+    ref_list = _assign(refs, cent)
+    order = np.argsort(ref_list, kind="stable")
+    bounds = np.searchsorted(ref_list[order], np.arange(n_lists + 1))
+    probes = min(_IVF_PROBES, n_lists)
+    best_i = np.full((n_q, k), -1, np.int64)
+    best_s = np.full((n_q, k), -np.inf, np.float32)
+    best_m = np.zeros((n_q, k), bool)
+    variants = [(q, False)] + ([(qm, True)] if qm is not None else [])
+    for vecs, mirrored in variants:
+        near = _top_k(vecs @ cent.T, None, probes)[0]  # (n_q, probes) list ids
+        for lst in range(n_lists):
+            rows = np.nonzero((near == lst).any(axis=1))[0]
+            members = order[bounds[lst]:bounds[lst + 1]]
+            if not len(rows) or not len(members):
+                continue
+            cols, vals, _ = _exact_block(vecs[rows], None, refs[members], k)
+            cand_i = np.concatenate([best_i[rows], np.where(cols >= 0, members[np.maximum(cols, 0)], -1)], axis=1)
+            cand_s = np.concatenate([best_s[rows], vals], axis=1)
+            cand_m = np.concatenate([best_m[rows], np.full(cols.shape, mirrored)], axis=1)
+            # the same reference may come twice (plain and mirror): keep its better entry only
+            pick = np.argsort(-cand_s, axis=1, kind="stable")
+            cand_i, cand_s, cand_m = (np.take_along_axis(x, pick, 1) for x in (cand_i, cand_s, cand_m))
+            dup = np.zeros_like(cand_i, bool)
+            for j in range(1, cand_i.shape[1]):
+                dup[:, j] = ((cand_i[:, :j] == cand_i[:, j:j + 1]) & (cand_i[:, j:j + 1] >= 0)).any(axis=1)
+            cand_s = np.where(dup, -np.inf, cand_s)
+            pick = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+            best_i[rows] = np.take_along_axis(np.where(dup, -1, cand_i), pick, 1)
+            best_s[rows] = np.take_along_axis(cand_s, pick, 1)
+            best_m[rows] = np.take_along_axis(cand_m, pick, 1)
+    return best_i, best_s, best_m
+
+
+def _assign(vecs, cent):
+    import numpy as np
+
+    rows = max(1, _NN_CELLS // max(1, len(cent)))
+    return np.concatenate([(vecs[s:s + rows] @ cent.T).argmax(axis=1) for s in range(0, len(vecs), rows)])
 
 
 def _layout_proposals(
@@ -152,33 +253,19 @@ def _layout_proposals(
     for rank in sorted(set(ranks.values()))[1:]:
         queries = [i for i in have if ranks[i] == rank]
         refs = [i for i in have if ranks[i] < rank]
-        ref_m = np.stack([feats[i].layout for i in refs])
-        kk = min(k, len(refs))
-        for start in range(0, len(queries), _NN_CHUNK):
-            chunk = queries[start:start + _NN_CHUNK]
-            best_sim = best_mirror = None
-            for mirrored in ((False, True) if config.match_mirrored else (False,)):
-                q = np.stack([feats[i].layout_mirror if mirrored else feats[i].layout for i in chunk])
-                sims = q @ ref_m.T
-                if best_sim is None:
-                    best_sim, best_mirror = sims, np.zeros_like(sims, dtype=bool)
-                else:
-                    better = sims > best_sim
-                    best_sim = np.where(better, sims, best_sim)
-                    best_mirror = better
-            top = np.argpartition(-best_sim, kk - 1, axis=1)[:, :kk]
-            for row, q_idx in enumerate(chunk):
-                for col in top[row].tolist():
-                    sim = float(best_sim[row, col])
-                    if sim < config.leak_min_similarity:
-                        continue
-                    a, b = sorted((refs[col], q_idx))
-                    if (a, b) in known_pairs or (a, b) in out:
-                        continue
-                    mirrored = bool(best_mirror[row, col])
-                    fa, fb = feats[a], feats[b]
-                    d = hamming_distance(fa.phash, fb.phash_mirror if mirrored else fb.phash)
-                    out[(a, b)] = DupEdge(a, b, "near", d, mirrored, proposal="layout", similarity=round(sim, 4))
+        q = np.stack([feats[i].layout for i in queries])
+        qm = np.stack([feats[i].layout_mirror for i in queries]) if config.match_mirrored else None
+        ref_idx, sims, mirrors = nearest_layouts(q, qm, np.stack([feats[i].layout for i in refs]), k, config.seed)
+        for row, q_idx in enumerate(queries):
+            for col, sim, mirrored in zip(ref_idx[row].tolist(), sims[row].tolist(), mirrors[row].tolist(),
+                                          strict=True):
+                if col < 0 or sim < config.leak_min_similarity:
+                    continue
+                a, b = sorted((refs[col], q_idx))
+                if (a, b) in known_pairs or (a, b) in out:
+                    continue
+                d = hamming_distance(feats[a].phash, feats[b].phash_mirror if mirrored else feats[b].phash)
+                out[(a, b)] = DupEdge(a, b, "near", d, bool(mirrored), proposal="layout", similarity=round(sim, 4))
     return [out[key] for key in sorted(out)]
 
 
