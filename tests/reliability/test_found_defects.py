@@ -1,8 +1,9 @@
-"""Defects the bad-input corpus found in other stages. These tests FAIL until the stage is fixed.
+"""Regression tests for defects the bad-input corpus found in other stages; every one is fixed.
 
-Each test names the file, the input, what happens and what should happen. They are kept
-out of the corpus (secure_data_testkit.badinputs) so that the corpus test states the
-behaviour that is correct today, and these state what is still wrong.
+Each test names the file, the input, what happened before the fix (in the present tense of the
+report that found it) and what is expected now; each fails on the code before its fix. They are kept
+apart from the corpus (secure_data_testkit.badinputs) so that the corpus test states the behaviour
+of the whole corpus and these keep each defect's story with its test.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def test_rejected_file_with_a_long_path_is_quarantined_not_a_crash(tmp_path, sha
         assert len(Path(rel).name) + len(".reason.json") > 255 >= len(Path(rel).name)
     else:  # a path that opens under the root but not under the run's quarantine folder
         assert len(str(root / rel)) < 4096 < len(str(tmp_path / "out/dag/run-xxxxxxxx/quarantine/integrity" / rel))
-    manifest = _run(root, tmp_path)  # raises OSError today
+    manifest = _run(root, tmp_path)  # raised OSError before the fix
     record = manifest.by_path()[rel]
     assert not record.accepted and record.reasons
 
@@ -153,12 +154,12 @@ def test_accepted_image_with_a_long_name_survives_anonymize(tmp_path):
     model, sha = demo_detector()
     config = AnonymizeConfig(detectors=(DetectorSpec(model_path=str(model), model_sha256=sha),), imgsz=160,
                              device="cpu")
-    shard = run_anonymize_shard(poisoning, layout, config=config)  # raises OSError today
+    shard = run_anonymize_shard(poisoning, layout, config=config)  # raised OSError before the fix
     assert shard["counts"]["images"] == 5
 
 
 def test_package_with_a_long_file_name_is_built_or_refused_clearly(tmp_path, vault_keys):
-    """handoff/package.py ``_encrypt_source``: each file is written as ``data/<path>.enc``, so a 253-byte
+    """handoff/build.py (was package.py) ``_encrypt_source``: each file is written as ``data/<path>.enc``, so a 253-byte
     name (legal) becomes 257 bytes and ``build_package`` raises a bare ``OSError: [Errno 36]`` from the
     middle of the build. Input: a dataset whose image and label stems are 249 bytes.
     Expected: the package is built, or ``PackageFormatError`` names the file before anything is encrypted.

@@ -22,7 +22,7 @@ ACTION_RANK = {WARN: 0, QUARANTINE: 1, FAIL: 2}
 
 
 @dataclass(frozen=True)
-class Finding:
+class FileFinding:
     """One thing a check found about one file (or the whole dataset when ``path`` is None)."""
 
     code: str

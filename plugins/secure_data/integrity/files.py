@@ -2,7 +2,7 @@
 
 ``check_entry`` is what the worker pool runs: it opens the file without
 following links, hashes exactly the bytes it checks, and turns every problem,
-including unexpected exceptions, into a :class:`Finding` on the file's record.
+including unexpected exceptions, into a :class:`FileFinding` on the file's record.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from secure_data.dataset.layout import (
 from secure_data.dataset.manifest import FileRecord
 from secure_data.dataset.storage import Mirror, RefusedEntry
 from secure_data.integrity import codes
-from secure_data.integrity.codes import Finding
+from secure_data.integrity.codes import FileFinding
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.images import inspect_image
 from secure_data.integrity.labels import inspect_label
@@ -61,7 +61,7 @@ class InputEntry:
 @dataclass(frozen=True)
 class FileResult:
     record: FileRecord  # status accepted, no reasons yet: policies are applied later
-    findings: tuple[Finding, ...] = ()
+    findings: tuple[FileFinding, ...] = ()
     readable: bool = True  # False when the bytes were not (or could not be) read: no quarantine copy
     copyable: bool = True  # False when too large to copy into quarantine in memory
     safe_name: bool = True  # False when the name cannot be used as a path inside the quarantine
@@ -184,7 +184,7 @@ def _not_read(entry: InputEntry, code: str, detail: str, sha256: str = "", size:
     record = FileRecord(path=entry.path, sha256=sha256, size=size, kind=entry.kind, split=entry.split,
                         sample=entry.sample, meta={"read": False})
     safe = entry.state != UNSAFE and _representable(entry.path) is not None
-    return FileResult(record, (Finding(code, detail),), readable=False, copyable=False, safe_name=safe)
+    return FileResult(record, (FileFinding(code, detail),), readable=False, copyable=False, safe_name=safe)
 
 
 def check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_classes: int, *,
@@ -209,7 +209,7 @@ def _too_long(root: Path, entry: InputEntry, problem: str, config: IntegrityConf
         return _not_read(entry, codes.PATH_TOO_LONG, f"{problem}; unreadable: {type(exc).__name__}: {exc}")
     record = FileRecord(path=entry.path, sha256=sha, size=size, kind=entry.kind, split=entry.split,
                         sample=entry.sample)
-    return FileResult(record, (Finding(codes.PATH_TOO_LONG, problem),), readable=True,
+    return FileResult(record, (FileFinding(codes.PATH_TOO_LONG, problem),), readable=True,
                       copyable=size <= config.max_file_bytes)
 
 
@@ -248,18 +248,18 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
     except (OSError, UnsafePathError) as exc:
         return _not_read(entry, codes.UNREADABLE, f"{type(exc).__name__}: {exc}")
 
-    findings: list[Finding] = []
+    findings: list[FileFinding] = []
     if entry.expected_sha256 is not None and sha != entry.expected_sha256:
-        findings.append(Finding(codes.MIRROR_MISMATCH, "not in the mirror index" if not entry.expected_sha256
+        findings.append(FileFinding(codes.MIRROR_MISMATCH, "not in the mirror index" if not entry.expected_sha256
                                 else f"bytes differ from the copy hashed at mirror time ({entry.expected_sha256})"))
     meta: dict[str, Any] = {}
     copyable = True
     if entry.kind == "image":
         nested = nested_images_problem(entry.path)
         if nested is not None:
-            findings.append(Finding(codes.NESTED_IMAGES_FOLDER, nested))
+            findings.append(FileFinding(codes.NESTED_IMAGES_FOLDER, nested))
         if data is None:
-            findings.append(Finding(codes.FILE_TOO_LARGE, f"{size} bytes > max_file_bytes {config.max_file_bytes}"))
+            findings.append(FileFinding(codes.FILE_TOO_LARGE, f"{size} bytes > max_file_bytes {config.max_file_bytes}"))
             copyable = False
         else:
             img_meta, img_findings = inspect_image(data, PurePosixPath(entry.path).suffix,
@@ -268,14 +268,14 @@ def _check_entry(root: Path, entry: InputEntry, config: IntegrityConfig, n_class
             findings.extend(img_findings)
     elif entry.kind == "label":
         if data is None:
-            findings.append(Finding(codes.FILE_TOO_LARGE, f"{size} bytes > max_label_bytes {config.max_label_bytes}"))
+            findings.append(FileFinding(codes.FILE_TOO_LARGE, f"{size} bytes > max_label_bytes {config.max_label_bytes}"))
             copyable = False
         else:
             lbl_meta, lbl_findings = inspect_label(data, n_classes=n_classes, tolerance=config.box_tolerance)
             meta.update(lbl_meta)
             findings.extend(lbl_findings)
     elif entry.path != DATA_YAML:
-        findings.append(Finding(codes.UNEXPECTED_FILE, _unexpected_detail(entry.path)))
+        findings.append(FileFinding(codes.UNEXPECTED_FILE, _unexpected_detail(entry.path)))
         copyable = size <= config.max_file_bytes
     record = FileRecord(path=entry.path, sha256=sha, size=size, kind=entry.kind, split=entry.split,
                         sample=entry.sample, meta=meta)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_data.integrity import codes
-from secure_data.integrity.codes import Finding
+from secure_data.integrity.codes import FileFinding
 from secure_data.integrity.config import IntegrityConfig
 
 SITE_NAME = "secure_data_integrity"
@@ -40,8 +40,8 @@ _LOCK = threading.Lock()
 class GxOutcome:
     success: bool
     expectations: tuple[Mapping[str, Any], ...]  # deterministic summary for the manifest header
-    row_findings: Mapping[str, tuple[Finding, ...]]  # image path -> findings (gx_policy)
-    dataset_findings: tuple[Finding, ...]  # table-level failures (gx_dataset_policy)
+    row_findings: Mapping[str, tuple[FileFinding, ...]]  # image path -> findings (gx_policy)
+    dataset_findings: tuple[FileFinding, ...]  # table-level failures (gx_dataset_policy)
     docs_index: Path | None
 
 
@@ -164,8 +164,8 @@ def _run_suite(images, splits, classes, *, config: IntegrityConfig, docs_dir: Pa
     source = context.data_sources.add_pandas("secure_data_integrity")
     frames = _frames(images, splits, classes)
     summary: list[dict[str, Any]] = []
-    row_findings: dict[str, list[Finding]] = {}
-    dataset_findings: list[Finding] = []
+    row_findings: dict[str, list[FileFinding]] = {}
+    dataset_findings: list[FileFinding] = []
     success = True
     for table, expectations in _suites(config).items():
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
@@ -198,9 +198,9 @@ def _run_suite(images, splits, classes, *, config: IntegrityConfig, docs_dir: Pa
             keys = sorted({str(row["key"]) for row in res.get("unexpected_index_list") or []})
             if table == "images" and code in codes.GX_ROW_CODES and keys:
                 for path in keys:
-                    row_findings.setdefault(path, []).append(Finding(code, _row_detail(cfg.type, cfg.kwargs)))
+                    row_findings.setdefault(path, []).append(FileFinding(code, _row_detail(cfg.type, cfg.kwargs)))
             else:
-                dataset_findings.append(Finding(code, _dataset_detail(table, cfg.type, cfg.kwargs, res, keys,
+                dataset_findings.append(FileFinding(code, _dataset_detail(table, cfg.type, cfg.kwargs, res, keys,
                                                                       raised)))
     context.build_data_docs(site_names=[SITE_NAME])
     index = docs_dir / "index.html"

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from secure_data.integrity import codes
-from secure_data.integrity.codes import ACCEPT, FAIL, QUARANTINE, WARN, Finding
+from secure_data.integrity.codes import ACCEPT, FAIL, QUARANTINE, WARN, FileFinding
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import FileResult
 from secure_data.integrity.policy import action_for, rejected_samples, worst_action
 
 
-def gx_tables(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
+def gx_tables(results: Mapping[str, FileResult], findings: Mapping[str, list[FileFinding]],
                class_names: list[str], config: IntegrityConfig):
     rejected, bad_samples = rejected_samples(results, findings, config)
     label_of: dict[str, FileResult] = {}

@@ -18,7 +18,7 @@ from typing import Any
 
 from secure_data.dataset.pillow_warnings import collect_pillow_warnings
 from secure_data.integrity import codes
-from secure_data.integrity.codes import Finding
+from secure_data.integrity.codes import FileFinding
 
 # Extension -> the format a file with that name should contain.
 EXTENSION_FORMATS: Mapping[str, str] = {
@@ -80,7 +80,7 @@ def _bit_depth(data: bytes, fmt: str, mode: str) -> int:
     return _MODE_BITS.get(mode, 8)
 
 
-def inspect_image(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, Any], list[Finding]]:
+def inspect_image(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, Any], list[FileFinding]]:
     """Check one image's bytes. Returns (meta, findings); never raises for bad input.
 
     Pillow's warnings (EXIF ones can number thousands per file) are counted into ``meta`` instead of
@@ -95,40 +95,40 @@ def inspect_image(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[st
     return meta, findings
 
 
-def _inspect(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, Any], list[Finding]]:
+def _inspect(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, Any], list[FileFinding]]:
     from PIL import Image
 
-    findings: list[Finding] = []
+    findings: list[FileFinding] = []
     meta: dict[str, Any] = {}
     if not data:
-        return meta, [Finding(codes.EMPTY_FILE, "zero-byte file")]
+        return meta, [FileFinding(codes.EMPTY_FILE, "zero-byte file")]
     fmt = sniff_format(data)
     if fmt is None:
-        return meta, [Finding(codes.NOT_AN_IMAGE, describe_unknown(data))]
+        return meta, [FileFinding(codes.NOT_AN_IMAGE, describe_unknown(data))]
     meta["format"] = fmt
     expected = EXTENSION_FORMATS.get(suffix.lower())
     if expected != fmt:
-        findings.append(Finding(codes.EXTENSION_MISMATCH, f"named {suffix or '(no suffix)'} but the bytes are {fmt}"))
+        findings.append(FileFinding(codes.EXTENSION_MISMATCH, f"named {suffix or '(no suffix)'} but the bytes are {fmt}"))
 
     # 1. header only: dimensions, mode. Pillow raises DecompressionBombError above 2x its limit.
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as exc:
-        findings.append(Finding(codes.DECOMPRESSION_BOMB, str(exc)))
+        findings.append(FileFinding(codes.DECOMPRESSION_BOMB, str(exc)))
         return meta, findings
     except Exception as exc:  # noqa: BLE001 - any parser failure is a finding, not a crash
-        findings.append(Finding(codes.DECODE_ERROR, f"header: {type(exc).__name__}: {exc}"))
+        findings.append(FileFinding(codes.DECODE_ERROR, f"header: {type(exc).__name__}: {exc}"))
         return meta, findings
     with img:
         width, height = img.size
         meta.update(width=width, height=height, channels=len(img.getbands()),
                     bit_depth=_bit_depth(data, fmt, img.mode), frames=int(getattr(img, "n_frames", 1)))
         if width <= 0 or height <= 0:
-            findings.append(Finding(codes.DECODE_ERROR, f"header claims {width}x{height}"))
+            findings.append(FileFinding(codes.DECODE_ERROR, f"header claims {width}x{height}"))
             return meta, findings
         # 2. the explicit bomb check, before any pixel is decoded
         if width * height > max_pixels:
-            findings.append(Finding(codes.DECOMPRESSION_BOMB,
+            findings.append(FileFinding(codes.DECOMPRESSION_BOMB,
                                     f"header claims {width}x{height} = {width * height} pixels > max_pixels {max_pixels}"))
             return meta, findings
         # 3. metadata
@@ -144,9 +144,9 @@ def _inspect(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, An
             findings.append(_decode_failure(exc, "EXIF: "))
             return meta, findings
         if meta["has_gps"]:
-            findings.append(Finding(codes.EXIF_GPS, "EXIF carries a GPS position"))
+            findings.append(FileFinding(codes.EXIF_GPS, "EXIF carries a GPS position"))
         if meta["orientation"] != 1:
-            findings.append(Finding(codes.EXIF_ORIENTATION, f"EXIF orientation {meta['orientation']}"))
+            findings.append(FileFinding(codes.EXIF_ORIENTATION, f"EXIF orientation {meta['orientation']}"))
         # 4. full decode of the (first) frame: proves every byte up to the end decodes
         try:
             img.load()
@@ -155,8 +155,8 @@ def _inspect(data: bytes, suffix: str, *, max_pixels: int) -> tuple[dict[str, An
     return meta, findings
 
 
-def _decode_failure(exc: Exception, prefix: str = "") -> Finding:
+def _decode_failure(exc: Exception, prefix: str = "") -> FileFinding:
     """Pillow says "image file is truncated" (OSError) when the data ends early; anything else is corrupt."""
     truncated = isinstance(exc, OSError) and "truncated" in str(exc).lower()
-    return Finding(codes.TRUNCATED if truncated else codes.DECODE_ERROR, f"{prefix}{type(exc).__name__}: {exc}")
+    return FileFinding(codes.TRUNCATED if truncated else codes.DECODE_ERROR, f"{prefix}{type(exc).__name__}: {exc}")
 

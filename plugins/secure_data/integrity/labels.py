@@ -12,29 +12,29 @@ from collections import defaultdict
 from typing import Any
 
 from secure_data.integrity import codes
-from secure_data.integrity.codes import Finding
+from secure_data.integrity.codes import FileFinding
 
 _MAX_LINES_PER_REASON = 5  # how many offending line numbers a reason detail names
 
 
-def _group(problems: dict[str, list[str]]) -> list[Finding]:
+def _group(problems: dict[str, list[str]]) -> list[FileFinding]:
     out = []
     for code in sorted(problems):
         items = problems[code]
         shown = "; ".join(items[:_MAX_LINES_PER_REASON])
         more = f"; and {len(items) - _MAX_LINES_PER_REASON} more" if len(items) > _MAX_LINES_PER_REASON else ""
-        out.append(Finding(code, f"{len(items)} line(s): {shown}{more}"))
+        out.append(FileFinding(code, f"{len(items)} line(s): {shown}{more}"))
     return out
 
 
-def inspect_label(data: bytes, *, n_classes: int, tolerance: float) -> tuple[dict[str, Any], list[Finding]]:
+def inspect_label(data: bytes, *, n_classes: int, tolerance: float) -> tuple[dict[str, Any], list[FileFinding]]:
     """Check one label file's bytes. Returns (meta, findings); never raises for bad input."""
     if not data.strip():
-        return {"boxes": [], "n_boxes": 0}, [Finding(codes.LABEL_EMPTY, "zero bytes" if not data else "blank lines only")]
+        return {"boxes": [], "n_boxes": 0}, [FileFinding(codes.LABEL_EMPTY, "zero bytes" if not data else "blank lines only")]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return {"boxes": [], "n_boxes": 0}, [Finding(codes.LABEL_NOT_UTF8, f"byte {exc.start} is not UTF-8")]
+        return {"boxes": [], "n_boxes": 0}, [FileFinding(codes.LABEL_NOT_UTF8, f"byte {exc.start} is not UTF-8")]
 
     problems: dict[str, list[str]] = defaultdict(list)
     boxes: list[list[float | int]] = []
@@ -85,5 +85,5 @@ def inspect_label(data: bytes, *, n_classes: int, tolerance: float) -> tuple[dic
 
     findings = _group(problems)
     if not boxes and not findings:
-        findings.append(Finding(codes.LABEL_EMPTY, "blank lines only"))
+        findings.append(FileFinding(codes.LABEL_EMPTY, "blank lines only"))
     return {"boxes": boxes, "n_boxes": len(boxes)}, findings

@@ -14,7 +14,7 @@ from typing import Any
 from secure_data.dataset.layout import DATA_YAML
 from secure_data.dataset.manifest import FileRecord
 from secure_data.integrity import codes
-from secure_data.integrity.codes import FAIL, POLICY_OF, QUARANTINE, WARN, Finding, stronger
+from secure_data.integrity.codes import FAIL, POLICY_OF, QUARANTINE, WARN, FileFinding, stronger
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import FileResult
 
@@ -31,14 +31,14 @@ def file_action(path: str, code: str, config: IntegrityConfig) -> str:
     return FAIL if path == DATA_YAML and action == QUARANTINE else action
 
 
-def worst_action(found: Iterable[Finding], config: IntegrityConfig, path: str = "") -> str | None:
+def worst_action(found: Iterable[FileFinding], config: IntegrityConfig, path: str = "") -> str | None:
     action = None
     for f in found:
         action = stronger(action, file_action(path, f.code, config))
     return action
 
 
-def rejected_samples(results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
+def rejected_samples(results: Mapping[str, FileResult], findings: Mapping[str, list[FileFinding]],
                       config: IntegrityConfig) -> tuple[set[str], set[str]]:
     """(paths rejected by their own findings, samples that contain one)."""
     rejected = {p for p, fs in findings.items() if worst_action(fs, config, p) in (QUARANTINE, FAIL)}
@@ -46,7 +46,7 @@ def rejected_samples(results: Mapping[str, FileResult], findings: Mapping[str, l
     return rejected, samples
 
 
-def add_sample_findings(results: Mapping[str, FileResult], findings: dict[str, list[Finding]],
+def add_sample_findings(results: Mapping[str, FileResult], findings: dict[str, list[FileFinding]],
                         config: IntegrityConfig) -> None:
     """A sample (image + label) is the unit: one rejected file rejects its partner (a finding naming why)."""
     rejected, bad_samples = rejected_samples(results, findings, config)
@@ -63,10 +63,10 @@ def add_sample_findings(results: Mapping[str, FileResult], findings: dict[str, l
                                 if action_for(f.code, config) in (QUARANTINE, FAIL)})
         kind = results[culprits[0]].record.kind
         code = codes.SAMPLE_IMAGE_REJECTED if kind == "image" else codes.SAMPLE_LABEL_REJECTED
-        findings[path].append(Finding(code, f"{kind} of sample {sample} rejected: {', '.join(culprit_codes)}"))
+        findings[path].append(FileFinding(code, f"{kind} of sample {sample} rejected: {', '.join(culprit_codes)}"))
 
 
-def verdict_of(records: Iterable[FileRecord], dataset_findings: Iterable[Finding], config: IntegrityConfig,
+def verdict_of(records: Iterable[FileRecord], dataset_findings: Iterable[FileFinding], config: IntegrityConfig,
                ) -> tuple[str, list[str], dict[str, Any]]:
     """``(verdict, fired fail codes, header facts)``: the strongest action per code over the files'
     reasons and the dataset-level findings; "fail" if any code's action is fail, "warn" if any fired."""

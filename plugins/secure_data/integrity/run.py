@@ -41,7 +41,7 @@ from secure_data.dataset.quarantine import quarantine_file
 from secure_data.dataset.stage import IntegrityFigures, RunLayout, StageFailed, StageResult, finish_stage
 from secure_data.dataset.storage import Mirror, is_remote, mirror_source, source_label
 from secure_data.integrity import codes
-from secure_data.integrity.codes import ACCEPT, FAIL, QUARANTINE, STAGE, Finding
+from secure_data.integrity.codes import ACCEPT, FAIL, QUARANTINE, STAGE, FileFinding
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import REGULAR, FileResult, InputEntry, check_entry, list_entries, read_once
 from secure_data.integrity.gx_tables import gx_tables
@@ -137,45 +137,45 @@ def _check_named_splits(splits: Mapping[str, list[str]], entries: list[InputEntr
         raise DatasetError(f"{DATA_YAML} names splits the dataset cannot serve: " + "; ".join(problems))
 
 
-def _pairing_findings(results: Mapping[str, FileResult]) -> dict[str, list[Finding]]:
+def _pairing_findings(results: Mapping[str, FileResult]) -> dict[str, list[FileFinding]]:
     """Image <-> label pairing by sample key ("<split>/<stem>")."""
     by_sample: dict[str, list[FileRecord]] = defaultdict(list)
     for res in results.values():
         if res.record.sample is not None:
             by_sample[res.record.sample].append(res.record)
-    out: dict[str, list[Finding]] = defaultdict(list)
+    out: dict[str, list[FileFinding]] = defaultdict(list)
     for sample, recs in by_sample.items():
         images = [r for r in recs if r.kind == "image"]
         labels = [r for r in recs if r.kind == "label"]
         if len(images) > 1:
             names = ", ".join(sorted(r.path for r in images))
             for r in recs:
-                out[r.path].append(Finding(codes.AMBIGUOUS_SAMPLE, f"sample {sample} has several images: {names}"))
+                out[r.path].append(FileFinding(codes.AMBIGUOUS_SAMPLE, f"sample {sample} has several images: {names}"))
         elif images and not labels:
-            out[images[0].path].append(Finding(codes.IMAGE_WITHOUT_LABEL, f"no labels file for sample {sample}"))
+            out[images[0].path].append(FileFinding(codes.IMAGE_WITHOUT_LABEL, f"no labels file for sample {sample}"))
         elif labels and not images:
-            out[labels[0].path].append(Finding(codes.LABEL_WITHOUT_IMAGE, f"no image for sample {sample}"))
+            out[labels[0].path].append(FileFinding(codes.LABEL_WITHOUT_IMAGE, f"no image for sample {sample}"))
     return out
 
 
 def _tamper_findings(results: Mapping[str, FileResult], reference: Manifest,
-                     stage_dir: Path) -> tuple[dict[str, list[Finding]], list[Finding], dict[str, Any]]:
+                     stage_dir: Path) -> tuple[dict[str, list[FileFinding]], list[FileFinding], dict[str, Any]]:
     changes = diff_records((r.record for r in results.values()), reference)
-    per_file: dict[str, list[Finding]] = defaultdict(list)
-    dataset: list[Finding] = []
+    per_file: dict[str, list[FileFinding]] = defaultdict(list)
+    dataset: list[FileFinding] = []
     partners: dict[str, list[str]] = defaultdict(list)
     for res in results.values():
         if res.record.sample is not None:
             partners[res.record.sample].append(res.record.path)
     for c in changes:
         if c.change == ADDED:
-            per_file[c.path].append(Finding(codes.TAMPER_ADDED, "not in the reference manifest"))
+            per_file[c.path].append(FileFinding(codes.TAMPER_ADDED, "not in the reference manifest"))
         elif c.change == MODIFIED:
-            per_file[c.path].append(Finding(codes.TAMPER_MODIFIED, f"sha256 was {c.reference_sha256}"))
+            per_file[c.path].append(FileFinding(codes.TAMPER_MODIFIED, f"sha256 was {c.reference_sha256}"))
         else:
-            dataset.append(Finding(codes.TAMPER_REMOVED, f"{c.path} (sha256 {c.reference_sha256}) is gone"))
+            dataset.append(FileFinding(codes.TAMPER_REMOVED, f"{c.path} (sha256 {c.reference_sha256}) is gone"))
             for partner in partners.get(c.sample or "", []) if c.sample else []:
-                per_file[partner].append(Finding(codes.TAMPER_REMOVED, f"{c.path} of the same sample was removed"))
+                per_file[partner].append(FileFinding(codes.TAMPER_REMOVED, f"{c.path} of the same sample was removed"))
     diff_bytes = encode_diff(reference.digest, changes)
     atomic_write_bytes(stage_dir / TAMPER_DIFF_NAME, diff_bytes)
     counts = Counter(c.change for c in changes)
@@ -335,12 +335,12 @@ def finish_run(prep: _Prepared, results: dict[str, FileResult], layout: RunLayou
 
 
 def _file_findings(results: Mapping[str, FileResult], reference: Manifest | None, stage_dir: Path,
-                   config: IntegrityConfig) -> tuple[dict[str, list[Finding]], list[Finding], dict | None]:
+                   config: IntegrityConfig) -> tuple[dict[str, list[FileFinding]], list[FileFinding], dict | None]:
     """Per-file findings (own checks, pairing, tamper diff) and the dataset-level ones (removed files)."""
-    findings: dict[str, list[Finding]] = {p: list(r.findings) for p, r in results.items()}
+    findings: dict[str, list[FileFinding]] = {p: list(r.findings) for p, r in results.items()}
     for path, extra in _pairing_findings(results).items():
         findings[path].extend(extra)
-    dataset_findings: list[Finding] = []
+    dataset_findings: list[FileFinding] = []
     tamper_summary = None
     if reference is not None:
         per_file, removed, tamper_summary = _tamper_findings(results, reference, stage_dir)
@@ -352,7 +352,7 @@ def _file_findings(results: Mapping[str, FileResult], reference: Manifest | None
     return findings, dataset_findings, tamper_summary
 
 
-def _run_gx(results: Mapping[str, FileResult], findings: dict[str, list[Finding]], dataset_findings: list[Finding],
+def _run_gx(results: Mapping[str, FileResult], findings: dict[str, list[FileFinding]], dataset_findings: list[FileFinding],
             class_names: list[str], config: IntegrityConfig, layout: RunLayout) -> Any:
     """The Great Expectations suite over the metadata tables; its findings join the others."""
     from secure_data.integrity.gx_suite import run_suite  # pulls in GX and pandas (~3 s, once per process)
@@ -365,7 +365,7 @@ def _run_gx(results: Mapping[str, FileResult], findings: dict[str, list[Finding]
     return gx
 
 
-def _apply(data_root: Path, qroot: Path, results: Mapping[str, FileResult], findings: Mapping[str, list[Finding]],
+def _apply(data_root: Path, qroot: Path, results: Mapping[str, FileResult], findings: Mapping[str, list[FileFinding]],
            config: IntegrityConfig, workers: int) -> dict[str, FileRecord]:
     """Findings -> records with reasons; rejected files quarantined (copied, hash re-checked) in parallel."""
     records: dict[str, FileRecord] = {}

@@ -16,7 +16,7 @@ from secure_data.dataset.atomic import atomic_write_bytes
 from secure_data.dataset.layout import DATA_YAML
 from secure_data.dataset.manifest import FileRecord, IntegrityError, canonical_json, digest_of
 from secure_data.dataset.stage import RunLayout, StageResult
-from secure_data.integrity.codes import STAGE, Finding
+from secure_data.integrity.codes import STAGE, FileFinding
 from secure_data.integrity.config import IntegrityConfig
 from secure_data.integrity.files import FileResult, InputEntry
 from secure_data.integrity.images import configure_pillow
@@ -80,7 +80,7 @@ def _result_to_dict(res: FileResult) -> dict[str, Any]:
 
 def _result_from_dict(row: Mapping[str, Any]) -> FileResult:
     return FileResult(record=FileRecord.from_dict(row["record"]),
-                      findings=tuple(Finding(code, detail) for code, detail in row["findings"]),
+                      findings=tuple(FileFinding(code, detail) for code, detail in row["findings"]),
                       readable=bool(row["readable"]), copyable=bool(row["copyable"]),
                       safe_name=bool(row["safe_name"]))
 
