@@ -15,28 +15,19 @@ from airflow.sdk import BaseOperator
 
 from secure_data.assets import EVENT_KEYS, PACKAGE_ASSET
 from secure_data.lineage.mixin import OpenLineageMixin
+from secure_data.operators.base import StageOperator
 from secure_data.policy.anchors import sanitizer_vault_conn_id, trainer_vault_conn_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
 
-    from secure_data.dataset.stage import StageResult
+    from secure_data.dataset.stage import RunLayout, StageResult
 
 DEFAULT_DATA_KEY = "secure-data-datakey"
 DEFAULT_SIGNING_KEY = "secure-data-signing"
 
 
-def _stage(value: Any) -> StageResult:
-    from secure_data.dataset.stage import StageResult
-
-    if isinstance(value, str):  # a rendered template without native objects
-        value = json.loads(value)
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a StageResult XCom (dict), got {type(value).__name__}")
-    return StageResult.from_xcom(value)
-
-
-class PackageOperator(OpenLineageMixin, BaseOperator):
+class PackageOperator(StageOperator):
     """Encrypt and sign the accepted files of the anonymization stage into a package; announce it.
 
     :param upstream: the anonymization stage's ``StageResult`` XCom (templated; pass ``merged.output``).
@@ -67,9 +58,9 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
     its previous try already published instead of making a second one.
     """
 
-    template_fields: Sequence[str] = ("upstream", "upstream_stages", "vault_conn_id", "packages_root",
-                                      "storage_secret", "output_root", "package_name", "data_key", "signing_key",
-                                      "policy_request")
+    template_fields: Sequence[str] = (*StageOperator.template_fields, "upstream", "upstream_stages",
+                                      "vault_conn_id", "packages_root", "storage_secret", "package_name",
+                                      "data_key", "signing_key", "policy_request")
     ui_color = "#e6f4ea"
 
     def __init__(
@@ -90,13 +81,12 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", [PACKAGE_ASSET])
-        super().__init__(**kwargs)
+        super().__init__(output_root=output_root, **kwargs)
         self.upstream = upstream
         self.upstream_stages = upstream_stages
         self.vault_conn_id = vault_conn_id or sanitizer_vault_conn_id()  # the deployment's sanitizer identity
         self.packages_root = packages_root
         self.storage_secret = storage_secret
-        self.output_root = output_root
         self.package_name = package_name
         self.data_key = data_key
         self.signing_key = signing_key
@@ -104,23 +94,39 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
         self.attestation_key = attestation_key
         self.policy_request = policy_request
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk import Asset
-
-        from secure_data import settings
+    def run_stage(self, context: Context, layout: RunLayout) -> StageResult:
         from secure_data.dataset.atomic import atomic_write_text
-        from secure_data.dataset.stage import HandoffFigures, RunLayout, StageResult
-        from secure_data.handoff import remote, stream
-        from secure_data.handoff.from_stage import derived_package_id, package_stage
+        from secure_data.dataset.stage import HandoffFigures, StageResult
+        from secure_data.handoff import remote
         from secure_data.handoff.package import MANIFEST_FILE, package_path
+        from secure_data.handoff.provenance import provenance_for_run
+
+        stage = self.upstream_result(self.upstream)
+        lineage = [self.upstream_result(v, "upstream_stages") for v in (self.upstream_stages or ())]
+        info, attestation = self._publish(context, layout, stage, lineage)
+        dag_run = context.get("dag_run")
+        provenance = provenance_for_run(  # <run>/provenance.intoto.jsonl, signed; {} without attestation key
+            layout.root, package=info, stages=[*lineage, stage], signer=attestation, dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            started_on=dag_run.start_date.isoformat() if getattr(dag_run, "start_date", None) else None)
+        self._announce(context, {**info.to_dict(), **provenance})
+        # A pointer in the run folder (for the report and for people): non-secret facts only.
+        atomic_write_text(layout.stage("handoff") / "package.json", json.dumps(info.to_dict(), indent=2) + "\n")
+        root = info.uri.rstrip("/") if remote.is_remote(info.uri) else str(package_path(info.uri))
+        return StageResult(stage="handoff", manifest_path=f"{root}/{MANIFEST_FILE}",
+                           manifest_digest=info.manifest_digest, counts=dict(info.counts), data_root=root,
+                           figures=HandoffFigures(**info.to_dict(), **provenance))
+
+    def _publish(self, context: Context, layout: RunLayout, stage: StageResult,
+                 lineage: list[StageResult]) -> tuple[Any, Any]:
+        """Build, sign and publish the package (a retried try finds its own); ``(PackageInfo, attestation signer)``."""
+        from secure_data import settings
+        from secure_data.handoff import stream
+        from secure_data.handoff.attest import transit_signer
+        from secure_data.handoff.from_stage import derived_package_id, package_stage
         from secure_data.operators.storage import optional, storage_options_from_vault
         from secure_data.vault.keyservice import VaultKeyService
 
-        stage = _stage(self.upstream)
-        lineage = [_stage(v) for v in (self.upstream_stages or ())]
-        dag_id, run_id = context["dag"].dag_id, context["run_id"]
-        layout = RunLayout.for_run(self.output_root or settings.output_root(), dag_id, run_id)
-        packages_root = optional(self.packages_root) or settings.package_root()
         storage_options = storage_options_from_vault(
             self.vault_conn_id, optional(self.storage_secret) or settings.package_storage_secret(), self.log)
         key_service = VaultKeyService.from_conn_id(self.vault_conn_id, data_key=self.data_key,
@@ -130,11 +136,10 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
             from secure_data.operators.policy import package_policy
 
             policy = package_policy(self.policy_request)
-        from secure_data.handoff.attest import transit_signer
-
         attestation = transit_signer(key_service, self.attestation_key)  # model.sig (OpenSSF model_signing)
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]
         info = package_stage(
-            stage, packages_root, key_service, name=self.package_name,
+            stage, optional(self.packages_root) or settings.package_root(), key_service, name=self.package_name,
             package_id=derived_package_id(self.package_name, dag_id, run_id, stage.manifest_digest),
             lineage=lineage, chunk_size=self.chunk_size or stream.DEFAULT_CHUNK_SIZE, attestation_signer=attestation,
             storage_options=storage_options, staging_dir=layout.stage("handoff"), policy=policy,
@@ -142,26 +147,23 @@ class PackageOperator(OpenLineageMixin, BaseOperator):
         self.log.info("Published package %s (%d files, manifest %s, data key %s v%d) at %s",
                       info.package_id, info.counts["files"], info.manifest_digest, info.key_name,
                       info.key_version, info.uri)
-        from secure_data.handoff.provenance import provenance_for_run
+        return info, attestation
 
-        dag_run = context.get("dag_run")
-        provenance = provenance_for_run(  # <run>/provenance.intoto.jsonl, signed; {} without attestation key
-            layout.root, package=info, stages=[*lineage, stage], signer=attestation, dag_id=dag_id, run_id=run_id,
-            started_on=dag_run.start_date.isoformat() if getattr(dag_run, "start_date", None) else None)
-        event = {k: v for k, v in {**info.to_dict(), **provenance}.items() if k in EVENT_KEYS}
+    def _announce(self, context: Context, facts: Mapping[str, Any]) -> None:
+        """One Asset event per outlet Asset: non-secret facts and a link to the run's report."""
+        from airflow.sdk import Asset
+
+        event = {k: v for k, v in facts.items() if k in EVENT_KEYS}
         # A link a person can open from the Asset event in the UI (the file:// package URI is for machines):
         # the run's report on the Airflow origin, absolute when [api] base_url is configured.
-        event["report_url"] = browsable_report_url(dag_id, run_id)
+        event["report_url"] = browsable_report_url(context["dag"].dag_id, context["run_id"])
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = dict(event)
-        # A pointer in the run folder (for the report and for people): non-secret facts only.
-        atomic_write_text(layout.stage("handoff") / "package.json", json.dumps(info.to_dict(), indent=2) + "\n")
-        root = info.uri.rstrip("/") if remote.is_remote(info.uri) else str(package_path(info.uri))
-        return self.lineage_result(StageResult(
-            stage="handoff", manifest_path=f"{root}/{MANIFEST_FILE}", manifest_digest=info.manifest_digest,
-            counts=dict(info.counts), data_root=root, figures=HandoffFigures(**info.to_dict(), **provenance),
-        ).to_xcom())
+
+    def describe(self, result: StageResult) -> None:
+        self.log.info("handoff: package %s, %s files; manifest %s (%s)", result.figures.package_id,
+                      result.counts.files, result.manifest_path, result.manifest_digest)
 
 
 @dataclass(frozen=True)
