@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from secure_data.anonymize.modelfile import normalise_sha256
 from secure_data.dataset.manifest import canonical_json
+from secure_data.models.device import resolve_device  # noqa: F401 (re-exported for the anonymize stage)
+from secure_data.models.pinned import normalise_sha256
 
 MODES = ("blur", "pixelate", "fill")
 SHAPES = ("rectangle", "ellipse")
@@ -223,22 +224,6 @@ def family(spec: DetectorSpec) -> str:
 
 def params_digest(params: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(params).encode()).hexdigest()
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda:0' when a GPU is visible, else 'cpu'; an explicit CUDA device must exist."""
-    import torch
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available on this worker")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) visible")
-        return f"cuda:{index}"
-    return "cpu"
 
 
 # Operator / DAG-param spellings -> AnonymizeConfig fields.

@@ -235,7 +235,7 @@ class PoisoningConfig:
 
     def _check_backbone(self) -> None:
         if self.backbone_model is not None:
-            from secure_data.anonymize.modelfile import normalise_sha256
+            from secure_data.models.pinned import normalise_sha256
 
             object.__setattr__(self, "backbone_model", str(self.backbone_model))
             if not self.backbone_model_sha256:

@@ -85,8 +85,9 @@ class PresenceDetector:
     """The pinned domain model through the anonymize stage's batched detector (same loading and pin)."""
 
     def __init__(self, config: PoisoningConfig, class_names: Mapping[int, str]) -> None:
-        from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec, resolve_device
+        from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec
         from secure_data.anonymize.detect import YoloDetector
+        from secure_data.models.device import resolve_device
 
         if not class_names:
             raise ValueError("the presence checks match detections to labels by class name: "

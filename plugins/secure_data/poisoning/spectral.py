@@ -2,7 +2,7 @@
 
 Optional and off by default: it needs a detection model trained on the data's domain,
 which the operator supplies (``backbone_model``) and pins (``backbone_model_sha256``);
-the file is loaded only if its SHA-256 matches (``anonymize.modelfile``: a ``.pt`` is a
+the file is loaded only if its SHA-256 matches (``models.pinned``: a ``.pt`` is a
 pickle, i.e. code).
 
 Per labelled box, one feature vector: ``roi_align`` of the box on backbone feature maps
@@ -50,8 +50,8 @@ class Backbone:
         import torch
         from ultralytics.nn.autobackend import AutoBackend
 
-        from secure_data.anonymize.config import resolve_device
-        from secure_data.anonymize.modelfile import private_copy, read_pinned
+        from secure_data.models.device import resolve_device
+        from secure_data.models.pinned import private_copy, read_pinned
 
         path = str(config.backbone_model)
         data = read_pinned(path, config.backbone_model_sha256 or "")
@@ -117,12 +117,12 @@ class Backbone:
         import torch
         from torchvision.ops import roi_align
 
-        from secure_data.anonymize.detect import LETTERBOX_FILL, _group_by_canvas, letterbox_group
+        from secure_data.models.letterbox import LETTERBOX_FILL, group_by_canvas, letterbox_group
 
         tensors = [torch.from_numpy(np.ascontiguousarray(img[..., ::-1])).permute(2, 0, 1) for img in images]
         out: list[Any] = [None] * len(images)
         # Square canvases (as Ultralytics validates a fixed imgsz): one batch per original image size.
-        for (_, canvas, new), idxs in _group_by_canvas(tensors, self.imgsz, self.stride, True).items():
+        for (_, canvas, new), idxs in group_by_canvas(tensors, self.imgsz, self.stride, True).items():
             for start in range(0, len(idxs), self.batch):
                 part = idxs[start:start + self.batch]
                 batch, lb = letterbox_group([tensors[i] for i in part], canvas, new, torch.float32, LETTERBOX_FILL)
