@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from secure_data.anonymize.config import AnonymizeConfig, DetectorSpec
 from secure_data.anonymize.modelfile import private_copy, read_pinned
 from secure_data.anonymize.turns import CpuTurns
+from secure_data.models.letterbox import LETTERBOX_FILL, letterbox_group
+from secure_data.models.letterbox import group_by_canvas as _group_by_canvas
+from secure_data.models.letterbox import unletterbox as _unletterbox
 
 if TYPE_CHECKING:
     import torch
-
-LETTERBOX_FILL = 114  # Ultralytics' padding grey
-
 
 @dataclass(frozen=True)
 class Box:
@@ -44,67 +44,6 @@ class Box:
     @property
     def sort_key(self) -> tuple:
         return (self.x1, self.y1, self.x2, self.y2, self.label, -self.score, self.source)
-
-
-@dataclass(frozen=True)
-class _Letterbox:
-    ratio_x: float
-    ratio_y: float
-    pad_x: float
-    pad_y: float
-
-
-def _letterbox_shape(h: int, w: int, size: int, stride: int, square: bool) -> tuple[int, int, int, int]:
-    """(canvas_h, canvas_w, new_h, new_w): fit the long side to ``size``, pad to ``size`` or the stride."""
-    r = min(size / h, size / w)
-    nh, nw = max(1, round(h * r)), max(1, round(w * r))
-    if square:
-        return size, size, nh, nw
-    return math.ceil(nh / stride) * stride, math.ceil(nw / stride) * stride, nh, nw
-
-
-def letterbox_group(images: Sequence[torch.Tensor], canvas: tuple[int, int], new: tuple[int, int],
-                    dtype, fill: float) -> tuple[torch.Tensor, _Letterbox]:
-    """Resize same-size uint8 CHW images together and centre them on a ``fill`` canvas."""
-    import torch
-    import torch.nn.functional as F
-
-    h, w = int(images[0].shape[1]), int(images[0].shape[2])
-    nh, nw = new
-    if images[0].device.type == "cpu":
-        import cv2
-        import numpy as np
-
-        # OpenCV's INTER_LINEAR (what Ultralytics itself uses) on the HWC pixels: several times faster
-        # on the CPU than stacking full-size CHW tensors first.
-        hwc = [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in images]
-        if (nh, nw) != (h, w):
-            hwc = [cv2.resize(a, (nw, nh), interpolation=cv2.INTER_LINEAR) for a in hwc]
-        batch = torch.from_numpy(np.stack(hwc)).permute(0, 3, 1, 2)
-    else:
-        batch = torch.stack(list(images))
-        if (nh, nw) != (h, w):
-            batch = F.interpolate(batch.to(dtype), size=(nh, nw), mode="bilinear", align_corners=False)
-    ch, cw = canvas
-    top, left = (ch - nh) // 2, (cw - nw) // 2
-    out = torch.full((batch.shape[0], 3, ch, cw), fill, dtype=dtype, device=batch.device)
-    out[:, :, top:top + nh, left:left + nw] = batch.to(dtype)
-    return out, _Letterbox(ratio_x=nw / w, ratio_y=nh / h, pad_x=left, pad_y=top)
-
-
-def _group_by_canvas(images, size: int, stride: int, square: bool):
-    groups: dict[tuple, list[int]] = {}
-    for i, img in enumerate(images):
-        h, w = int(img.shape[1]), int(img.shape[2])
-        ch, cw, nh, nw = _letterbox_shape(h, w, size, stride, square)
-        groups.setdefault(((h, w), (ch, cw), (nh, nw)), []).append(i)
-    return groups
-
-
-def _unletterbox(xyxy, lb: _Letterbox, h: int, w: int):
-    x = (xyxy[:, [0, 2]] - lb.pad_x) / lb.ratio_x
-    y = (xyxy[:, [1, 3]] - lb.pad_y) / lb.ratio_y
-    return x.clamp(0, w), y.clamp(0, h)
 
 
 def batched_nms(pred: torch.Tensor, *, conf: float, iou: float, class_ids: Sequence[int], max_det: int,
