@@ -19,8 +19,6 @@ import pytest
 
 from secure_data_testkit.airflow_env import REPO_ROOT, register_dag
 
-pytestmark = pytest.mark.slow
-
 MARKER = re.compile(r"<!-- quickstart:(\w+) -->\n```python\n(.*?)```", re.S)
 
 
