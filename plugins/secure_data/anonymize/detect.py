@@ -181,6 +181,7 @@ class CenterFaceAdapter:
         self.model_names = {0: CENTERFACE_CLASS}
         self.labels = {0: CENTERFACE_CLASS} if self.active else {}
         self.net = CenterFaceDetector(spec.model_path, spec.model_sha256, device=device)
+        self.runtime = f"{self.net.backend}/{self.net.precision}"
         self.imgsz = spec.imgsz
         self.min_face_px = config.min_face_px
 
@@ -203,7 +204,8 @@ class CenterFaceAdapter:
             return results
         for ((h, w), canvas, new), idxs in self._groups(images).items():
             cpu_imgs = [images[i].cpu() for i in idxs]
-            batch, lb = letterbox_group(cpu_imgs, canvas, new, torch.float32, 0.0)
+            dtype = torch.uint8 if self.net.backend == "openvino" else torch.float32
+            batch, lb = letterbox_group(cpu_imgs, canvas, new, dtype, 0.0)
             with self.turns.exclusive():
                 outs = self.net.forward(batch, conf)
             for i, out in zip(idxs, outs, strict=True):
@@ -230,6 +232,7 @@ class BlazeFaceAdapter:
         self.model_names = {0: "face"}
         self.labels = {0: "face"} if self.active else {}
         self.net = BlazeFaceDetector(spec.model_path, spec.model_sha256)
+        self.runtime = f"{self.net.backend}/{self.net.precision}"
         self.min_face_px = config.min_face_px
 
     def detect(self, images: Sequence[torch.Tensor], conf: float, focus=None) -> list[list[Box]]:

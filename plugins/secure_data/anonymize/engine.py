@@ -115,7 +115,9 @@ class AnonymizeEngine:
         det_families = {s.kind for s in self.config.detectors}
         self.independent = {cls: sorted(v.name for v in self.verifiers if cls in v.labels.values()
                                         and v.spec.kind not in det_families) for cls in self.config.classes}
-        self.params = self.config.params(self.device_type)
+        # Which runtime and arithmetic each model ran with (OpenVINO may compute in bfloat16): audited.
+        runtimes = {d.name: getattr(d, "runtime", "torch") for d in self.detectors + self.verifiers}
+        self.params = {**self.config.params(self.device_type), "runtimes": runtimes}
         self.params_sha256 = params_digest(self.params)
         self.models = {d.name: d.sha256 for d in self.detectors + self.verifiers}
         c = self.config
