@@ -396,6 +396,17 @@ def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[flo
     return score, tuple(round(float(v), 5) for v in transform)
 
 
+def _same_transform(t1: Sequence[float], t2: Sequence[float], tol: float = 1 / 32) -> bool:
+    """Two b -> a normalised affines that move every point of the frame by nearly the same amount."""
+    corners = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
+    for x, y in corners:
+        x1, y1 = t1[0] * x + t1[1] * y + t1[2], t1[3] * x + t1[4] * y + t1[5]
+        x2, y2 = t2[0] * x + t2[1] * y + t2[2], t2[3] * x + t2[4] * y + t2[5]
+        if abs(x1 - x2) > tol or abs(y1 - y2) > tol:
+            return False
+    return True
+
+
 def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
     """Keep exact edges; keep a pHash edge if the two images verify geometrically (ORB + RANSAC) or,
     where ORB finds too little texture or only half the inliers, if their thumbnails also correlate after
@@ -448,9 +459,12 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
         # inliers: a colour shift changes the grey levels ORB's binary tests compare), is the thumbnail
         # correlation asked as well; then it must confirm on its own threshold.
         low_texture = min(corners(e.a, ga), corners(e.b, gb)) < _LOW_TEXTURE_CORNERS
-        partial = inliers >= config.dup_min_inliers // 2
+        partial = inliers >= config.dup_min_inliers // 2 and transform is not None
         ask = low_texture or partial or e.distance == 0
         score, shift = thumbnail_match(ga, gb, mirrored=e.mirrored) if ask else (0.0, None)
+        # half the ORB evidence counts only where ORB's transform and the thumbnail shift agree (two judges,
+        # one transform); flat generated backgrounds let unrelated thumbnails correlate up to 0.97
+        partial = partial and shift is not None and _same_transform(transform, shift)
         confirmed = (low_texture or partial) and score >= config.dup_min_correlation
         if confirmed or e.distance == 0:
             overlap = round(frame_overlap(shift), 3) if confirmed and e.proposal == "layout" else None
@@ -531,6 +545,11 @@ def labels_conflict(cmp: Mapping) -> bool:
 
 # ---------------------------------------------------------------- findings
 
+def _later(samples: Sequence[Sample], e: DupEdge) -> int:
+    ra, rb = split_rank(samples[e.a].split or ""), split_rank(samples[e.b].split or "")
+    return e.a if ra > rb else e.b
+
+
 def _shared_background_only(sa: Sample, sb: Sample, e: DupEdge, config: PoisoningConfig) -> bool:
     if e.proposal != "layout" or not sa.boxes or not sb.boxes:
         return False
@@ -549,9 +568,14 @@ def check_duplicates(
 
     A pair only the layout nearest-neighbour search proposed (beyond the pHash radius) that verified
     geometrically but whose labelled boxes have nothing in common is two views of one background with
-    different objects on it (what overlapping crops of one photograph look like), not a copy: dropped.
+    different objects on it (what overlapping crops of one photograph look like), not a copy: dropped;
+    so is a layout pair whose later-split image already has a verified pHash pair.
     """
-    kept = [e for e in edges if not _shared_background_only(samples[e.a], samples[e.b], e, config)]
+    # an image with a verified pHash pair is judged on it: a second, layout-only neighbour adds nothing to
+    # its findings and only risks naming a look-alike (one object at the same place on a flat background)
+    hashed = {i for e in edges if e.proposal != "layout" for i in (e.a, e.b)}
+    kept = [e for e in edges if not _shared_background_only(samples[e.a], samples[e.b], e, config)
+            and not (e.proposal == "layout" and _later(samples, e) in hashed)]
     if len(kept) != len(edges):
         edges, groups = kept, duplicate_groups(len(samples), kept)
     by_group: dict[int, list[DupEdge]] = {}
