@@ -200,9 +200,12 @@ def nearest_layouts(q, qm, refs, k: int, seed: int = 0):
     best_m = np.zeros((n_q, k), bool)
     variants = [(q, False)] + ([(qm, True)] if qm is not None else [])
     for vecs, mirrored in variants:
-        near = _top_k(vecs @ cent.T, None, probes)[0]  # (n_q, probes) list ids
+        near = np.concatenate([_top_k(vecs[s:s + 4096] @ cent.T, None, probes)[0]
+                               for s in range(0, n_q, 4096)]).ravel()  # probes list ids per query
+        by_list = np.argsort(near, kind="stable")
+        q_bounds = np.searchsorted(near[by_list], np.arange(n_lists + 1))
         for lst in range(n_lists):
-            rows = np.nonzero((near == lst).any(axis=1))[0]
+            rows = by_list[q_bounds[lst]:q_bounds[lst + 1]] // probes
             members = order[bounds[lst]:bounds[lst + 1]]
             if not len(rows) or not len(members):
                 continue
