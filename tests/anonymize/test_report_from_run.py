@@ -19,18 +19,18 @@ def test_report_tiles_and_thumbnails_come_from_what_the_stage_wrote(tmp_path, de
     cfg = AnonymizeConfig(detectors=(DetectorSpec(str(path), sha),), imgsz=320, batch_size=4, device="cpu")
     shards = [run_anonymize_shard(up, layout, config=cfg, shard_index=i, shard_count=2) for i in range(2)]
     merged = merge_anonymize(up, layout, shards, cfg)
-    extra = merged.extra
-    assert extra["images_per_second"] and extra["images_per_second"] > 0
-    assert extra["boxes"] == sum(extra["boxes_per_class"].values()) > 0
-    assert extra["withheld"] == extra["quarantined_residual"]
-    assert 0 < extra["area_obfuscated"] < 1 and extra["area_outside_labels"] is not None
+    f = merged.figures  # typed: a figure the stage stops writing is a TypeError, not an empty tile
+    assert f.images_per_second and f.images_per_second > 0
+    assert f.boxes == sum(f.boxes_per_class.values()) > 0
+    assert f.withheld == f.quarantined_residual
+    assert 0 < f.area_obfuscated < 1 and f.area_outside_labels is not None
 
     html = build_report(layout, {"integrity": up.to_xcom(), "anonymize": merged.to_xcom()},
                         dag_id="secure_pretraining_sanitization", run_id="manual__2026-12-02T00:00:00").read_text()
     rate = re.search(r'id="n-rate">([^<]*)<', html).group(1)
     assert rate not in ("-", "") and float(rate) > 0, rate
-    assert f'id="n-boxes">{extra["boxes"]}<' in html
-    assert f'id="n-withheld">{extra["withheld"]}<' in html
+    assert f'id="n-boxes">{f.boxes}<' in html
+    assert f'id="n-withheld">{f.withheld}<' in html
 
     # Thumbnails: the stage manifest's per-image box counts, most first, and they match the audit.
     manifest = read_manifest(merged.manifest_path, expected_digest=merged.manifest_digest)
