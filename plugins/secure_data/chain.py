@@ -121,6 +121,10 @@ class SanitizeConfig:
         if not isinstance(self.source, str) or not self.source.strip():
             problems.append("source is required (a directory, an s3:// URI or a template such as "
                             "'{{ params.source }}')")
+        for name in ("storage_secret", "package_storage_secret"):
+            value = getattr(self, name)
+            if _templated(value) and not _SINGLE_EXPRESSION.match(value):
+                problems.append(f"{name} {value!r}: a templated KV path must be one {{{{ expression }}}}")
         if self.storage_secret and self.source_conn_id:
             problems.append("give storage_secret or source_conn_id, not both")
         if bool(self.reference_manifest) != bool(self.reference_digest):
@@ -202,6 +206,18 @@ def _anonymize_problems(request: Mapping[str, Any]) -> list[str]:
     return []
 
 
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)+)\}\}\s*$", re.S)
+
+
+def _secret_paths(*paths: str | None) -> list[str] | str:
+    """The KV paths preflight checks: the given ones, or, when one is templated, a template that renders
+    (natively) to the list of those that are set (an unset ``{{ params.storage_secret }}`` is no path)."""
+    if not any(_templated(p) for p in paths):
+        return [p for p in paths if p]
+    exprs = [(_SINGLE_EXPRESSION.match(p)["expr"].strip() if _templated(p) else repr(p)) for p in paths if p]
+    return "{{ [" + ", ".join(f"({e})" for e in exprs) + "] | select | list }}"
+
+
 @task(task_id="plan_shards")
 def _plan_shards(upstream: dict, shard_size: int) -> list[dict[str, int]]:
     """One mapped anonymization task per ``shard_size`` accepted images (at least one)."""
@@ -235,7 +251,7 @@ def sanitize_dataset(config: SanitizeConfig | Mapping[str, Any], *, group_id: st
         policy = PolicyCheckOperator(task_id="policy", policy_request=request, queue=queue)
         preflight = VaultPreflightOperator(
             task_id="preflight", vault_conn_id=conn_id, queue=queue,
-            secret_paths=[p for p in (cfg.storage_secret, cfg.package_storage_secret) if p])
+            secret_paths=_secret_paths(cfg.storage_secret, cfg.package_storage_secret))
         integrity = IntegrityOperator(
             task_id="integrity", source=cfg.source, reference_manifest=cfg.reference_manifest,
             reference_digest=cfg.reference_digest, storage_secret=cfg.storage_secret,

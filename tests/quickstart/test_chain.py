@@ -115,3 +115,20 @@ def test_parsing_the_readme_dags_imports_no_heavy_library(tmp_path):
              f"print('HEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert [line for line in out.splitlines() if line.startswith("HEAVY=")] == ["HEAVY="], out[-2000:]
+
+
+def test_a_templated_storage_secret_is_checked_by_preflight_only_when_set():
+    from secure_data.chain import SanitizeConfig, SanitizeConfigError, sanitize_dataset
+
+    with _dag("chain_templated_secret") as dag:
+        sanitize_dataset(SanitizeConfig(source="{{ params.source }}",
+                                        storage_secret="{{ params.storage_secret }}",  # noqa: S106 (a KV path)
+                                        package_storage_secret="secure-data/packages/s3"))  # noqa: S106
+    preflight = dag.get_task("sanitize.preflight")
+    env = dag.get_template_env()
+    rendered = {value: preflight.render_template(preflight.secret_paths, {"params": {"storage_secret": value}},
+                                                 jinja_env=env) for value in (None, "", "secure-data/datasets/x")}
+    assert rendered == {None: ["secure-data/packages/s3"], "": ["secure-data/packages/s3"],
+                        "secure-data/datasets/x": ["secure-data/datasets/x", "secure-data/packages/s3"]}
+    with pytest.raises(SanitizeConfigError, match="one {{ expression }}"):
+        SanitizeConfig(source="/d", storage_secret="datasets/{{ params.name }}")  # noqa: S106
