@@ -115,7 +115,7 @@ start = time.perf_counter()
 from pathlib import Path
 result = run_integrity(sys.argv[2], RunLayout(Path(sys.argv[3])), config=IntegrityConfig(workers=int(sys.argv[4])))
 elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "counts": result.counts, "verdict": result.extra["verdict"],
+print(json.dumps({"seconds": elapsed, "counts": result.counts.to_dict(), "verdict": result.extra["verdict"],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
