@@ -50,12 +50,11 @@ from secure_data.dataset.manifest import (
     Manifest,
     Reason,
     canonical_json,
-    read_manifest,
     sha256_hex,
     verified_read,
 )
 from secure_data.dataset.quarantine import REASON_SUFFIX, quarantine_file
-from secure_data.dataset.stage import RunLayout, StageResult
+from secure_data.dataset.stage import RunLayout, StageResult, open_upstream
 
 STAGE = "anonymize"
 
@@ -334,8 +333,7 @@ def run_anonymize_shard(
     """
     from secure_data.anonymize.engine import AnonymizeEngine
 
-    up = upstream if isinstance(upstream, StageResult) else StageResult.from_xcom(upstream)
-    manifest = read_manifest(up.manifest_path, expected_digest=up.manifest_digest)
+    up, manifest = open_upstream(upstream)
     records = shard_records(manifest, shard_index, shard_count)
     paths = StagePaths.of(layout)
     shard_dir = paths.shard_dir(shard_index, shard_count)
