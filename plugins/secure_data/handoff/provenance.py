@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from secure_data.dataset.manifest import canonical_json, digest_of, read_manifest
-from secure_data.dataset.stage import StageResult
+from secure_data.dataset.stage import AnonymizeFigures, PoisoningFigures, StageResult
 from secure_data.handoff.attest import STATEMENT_TYPE, AttestationSigner, dsse_envelope, verify_envelope
 from secure_data.handoff.package import PackageInfo
 
@@ -58,6 +58,16 @@ def _run_relative(path: str | os.PathLike, run_root: Path) -> str:
         return Path(path).as_posix()
 
 
+def _side_files(stage: StageResult) -> list[tuple[str | None, str | None, str]]:
+    """(digest, path, name) of the digest-carrying files a stage wrote beside its manifest."""
+    f = stage.figures
+    if isinstance(f, AnonymizeFigures):
+        return [(f.audit_digest, f.audit_path, "audit.jsonl")]
+    if isinstance(f, PoisoningFigures):
+        return [(f.findings_digest, f.findings_path, "findings.jsonl")]
+    return []
+
+
 def _stage_byproducts(stage: StageResult, run_root: Path) -> tuple[list[dict[str, Any]], Mapping[str, Any]]:
     """The stage manifest (read back and checked against its digest) and its digest-carrying side files."""
     item: dict[str, Any] = {"name": f"{stage.stage}/manifest.jsonl", "uri": _run_relative(stage.manifest_path, run_root),
@@ -71,9 +81,7 @@ def _stage_byproducts(stage: StageResult, run_root: Path) -> tuple[list[dict[str
     item["annotations"] = {"stage": stage.stage, "counts": dict(manifest.counts()),
                            "quarantine_reasons": dict(sorted(reasons.items()))}
     out = [item]
-    for key, path_key, name in (("audit_digest", "audit_path", "audit.jsonl"),
-                                ("findings_digest", "findings_path", "findings.jsonl")):
-        digest, path = stage.extra.get(key), stage.extra.get(path_key)
+    for digest, path, name in _side_files(stage):
         if isinstance(digest, str) and isinstance(path, str):
             out.append({"name": f"{stage.stage}/{name}", "uri": _run_relative(path, run_root),
                         "digest": {"sha256": _hex(digest)}})
