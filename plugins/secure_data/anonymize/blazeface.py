@@ -290,16 +290,30 @@ FOCUS_MARGIN = INPUT // 2  # context kept around a re-checked region, in scaled 
 
 def _windows(sh: int, sw: int, scale: float,
              focus: Sequence[tuple[float, float, float, float]] | None) -> list[tuple[int, int, int, int]]:
-    """Regions of the scaled image to run on: all of it, or one window around the focus rectangles."""
+    """Regions of the scaled image to run on: all of it, or a window around each focus rectangle
+    (``FOCUS_MARGIN`` of context), overlapping windows merged."""
     if focus is None:
         return [(0, 0, sw, sh)]
-    if not focus:
-        return []
-    x0 = max(0, int(min(f[0] for f in focus) * scale) - FOCUS_MARGIN)
-    y0 = max(0, int(min(f[1] for f in focus) * scale) - FOCUS_MARGIN)
-    x1 = min(sw, int(max(f[2] for f in focus) * scale) + 1 + FOCUS_MARGIN)
-    y1 = min(sh, int(max(f[3] for f in focus) * scale) + 1 + FOCUS_MARGIN)
-    return [(x0, y0, x1, y1)] if x1 > x0 and y1 > y0 else []
+    boxes = []
+    for fx1, fy1, fx2, fy2 in focus:
+        x0, y0 = max(0, int(fx1 * scale) - FOCUS_MARGIN), max(0, int(fy1 * scale) - FOCUS_MARGIN)
+        x1, y1 = min(sw, int(fx2 * scale) + 1 + FOCUS_MARGIN), min(sh, int(fy2 * scale) + 1 + FOCUS_MARGIN)
+        if x1 > x0 and y1 > y0:
+            boxes.append([x0, y0, x1, y1])
+    merged = True
+    while merged:  # union of overlapping windows until none overlap
+        merged = False
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                p, q = boxes[a], boxes[b]
+                if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
+                    boxes[a] = [min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])]
+                    del boxes[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [tuple(b) for b in boxes]
 
 
 def tiles_for(shapes: Sequence[tuple[int, int]], min_face_px: float) -> int:
