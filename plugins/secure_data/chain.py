@@ -46,6 +46,8 @@ from secure_data.policy.anchors import sanitizer_vault_conn_id
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
+__all__ = ["SanitizeConfig", "SanitizeConfigError", "sanitize_dataset"]
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
