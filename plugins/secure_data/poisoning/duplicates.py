@@ -399,6 +399,12 @@ def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[flo
     return score, tuple(round(float(v), 5) for v in transform)
 
 
+# Half the ORB inliers plus the thumbnail: the thumbnail must clear the non-copy ceiling with a margin
+# (generated look-alikes, one drawn object at the same place on a flat background, reach 0.971-0.972 with
+# 20-22 agreeing inliers; colour-shifted copies 0.985+)
+_PARTIAL_MARGIN = 0.01
+
+
 def _same_transform(t1: Sequence[float], t2: Sequence[float], tol: float = 1 / 32) -> bool:
     """Two b -> a normalised affines that move every point of the frame by nearly the same amount."""
     corners = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
@@ -467,7 +473,8 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
         score, shift = thumbnail_match(ga, gb, mirrored=e.mirrored) if ask else (0.0, None)
         # half the ORB evidence counts only where ORB's transform and the thumbnail shift agree (two judges,
         # one transform); flat generated backgrounds let unrelated thumbnails correlate up to 0.97
-        partial = partial and shift is not None and _same_transform(transform, shift)
+        partial = partial and shift is not None and _same_transform(transform, shift) \
+            and score >= config.dup_min_correlation + _PARTIAL_MARGIN
         confirmed = (low_texture or partial) and score >= config.dup_min_correlation
         if confirmed or e.distance == 0:
             overlap = round(frame_overlap(shift), 3) if confirmed and e.proposal == "layout" else None
