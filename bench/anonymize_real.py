@@ -8,7 +8,8 @@ backdrop, shrunk photos, dark, rotated, JPEG quality 25, plus face-free photos).
 
 * ours: ``run_anonymize_shard`` file to file with the deployment's real face set
   (``secure_data.anonymize.builtin``: CenterFace at native resolution detects, BlazeFace full-range
-  on native-resolution tiles verifies; residuals re-obfuscated, images still showing a face withheld),
+  verifies, one whole-image pass per scale from native resolution down (both through OpenVINO on the CPU,
+  bfloat16 where the CPU has it; the audit's params.runtimes says which); residuals re-obfuscated, images still showing a face withheld),
   labels **not** used (they are the ground truth here). Model loading excluded, as for deface.
 * deface 1.5.0 with its defaults (threshold 0.2, blur, ellipse, mask scale 1.3; backend "auto"),
   in its own virtualenv (``.cache/deface-venv``, created with ``pip install deface==1.5.0``), model
@@ -192,6 +193,8 @@ def main() -> None:
     ap.add_argument("--deface-venv", type=Path, default=REPO / ".cache" / "deface-venv")
     ap.add_argument("--skip-deface", action="store_true")
     ap.add_argument("--keep", type=Path, help="copy both pipelines' outputs here for a look")
+    ap.add_argument("--also-f32", action="store_true",
+                    help="also run ours with float32 arithmetic (SECURE_DATA_INFERENCE_PRECISION=f32), judged the same way")
     args = ap.parse_args()
 
     import cv2
@@ -209,21 +212,31 @@ def main() -> None:
     config = AnonymizeConfig.from_dict({**real_face_detectors(CACHE), "classes": ["face"], "label_classes": [],
                                         "device": "cpu", "batch_size": args.batch_size})
     engine = AnonymizeEngine(config)
+    engine_f32 = None
+    if args.also_f32:
+        os.environ["SECURE_DATA_INFERENCE_PRECISION"] = "f32"
+        engine_f32 = AnonymizeEngine(config)
+        del os.environ["SECURE_DATA_INFERENCE_PRECISION"]
     deface_python = None if args.skip_deface else ensure_deface_venv(args.deface_venv)
     work = Path(tempfile.mkdtemp(prefix="anon-real-", dir=args.workdir))
     load_before = os.getloadavg()
-    ours, deface = [], []
+    ours, deface, ours_f32 = [], [], []
     try:
         for _ in range(args.rounds):
             if deface_python:
                 deface.append(run_deface(deface_python, src, work / "deface"))
             run, ours_out = run_ours(engine, config, src_root, work / "ours")
             ours.append(run)
+            if engine_f32:
+                run, f32_out = run_ours(engine_f32, config, src_root, work / "ours-f32")
+                ours_f32.append(run)
         load_after = os.getloadavg()
         judge = mtcnn_judge()
         input_faces = {rel: judge_faces(judge, cv2.imread(str(src / Path(rel).name))[:, :, ::-1].copy())
                        for rel in truth}
         verdicts = {"ours": judge_outputs(judge, src, ours_out, truth, input_faces)}
+        if engine_f32:
+            verdicts["ours_f32"] = judge_outputs(judge, src, f32_out, truth, input_faces)
         if deface_python:
             verdicts["deface"] = judge_outputs(judge, src, work / "deface", truth, input_faces)
         if args.keep:
@@ -237,8 +250,13 @@ def main() -> None:
     n_images = len(truth)
     n_faces = sum(len(v) for v in truth.values())
     best = max(ours, key=lambda r: r["images"] / r["seconds"])
-    rows = [("ours: CenterFace native + BlazeFace tiles verify (+ re-passes)", ours, verdicts["ours"],
+    runtime = ", ".join(f"{k} {v}" for k, v in engine.params["runtimes"].items())
+    rows = [(f"ours: CenterFace native + BlazeFace whole-image verify (+ re-passes); {runtime}", ours, verdicts["ours"],
              best["counts"]["quarantined"])]
+    if ours_f32:
+        best_f32 = max(ours_f32, key=lambda r: r["images"] / r["seconds"])
+        rt = ", ".join(f"{k} {v}" for k, v in engine_f32.params["runtimes"].items())
+        rows.append((f"ours, float32 arithmetic; {rt}", ours_f32, verdicts["ours_f32"], best_f32["counts"]["quarantined"]))
     if deface:
         rows.append((f"deface 1.5.0 defaults ({deface[0]['backend']})", deface, verdicts["deface"], 0))
     print(f"## anonymize on real photographs, {dt.datetime.now().isoformat(timespec='seconds')}\n")
@@ -248,7 +266,10 @@ def main() -> None:
     print(f"- images: {n_images} ({n_faces} ground-truth faces) from secure_data_testkit.real_faces; judge MTCNN "
           f"sees {verdicts['ours']['judge_in']} of them in the inputs")
     print(f"- ours, best round: {json.dumps(best['counts'])}")
-    print(f"- ours, seconds per step (best round, all threads' turns): {json.dumps(best['timings'])}\n")
+    print(f"- ours, seconds per step (best round, all threads' turns): {json.dumps(best['timings'])}")
+    if ours_f32:
+        print(f"- ours float32, seconds per step (best round): {json.dumps(best_f32['timings'])}")
+    print()
     print("| pipeline | faces the judge still finds (leak rate) | ground-truth faces untouched (pixels) | "
           "images withheld | area obfuscated | area outside faces | images/s (best; all rounds) | "
           "CPU ms/image |")
