@@ -105,12 +105,15 @@ def model_config():
     return PoisoningConfig(backbone_model=str(path), backbone_model_sha256=sha, backbone_device="cpu")
 
 
-@pytest.mark.parametrize("attack, check", [("baddet_oda", "unlabelled_object"), ("baddet_oga", "phantom_box")])
-def test_art_label_attacks_are_named_by_the_model(small_root, tmp_path, screen, model_config, attack, check):
+# unlabelled_object at the calibrated score 0.75 (0.5 named 8.5 % of clean photographs) finds 15-16 of these
+# 20 object-disappearance images alone (this test asked for 16 at the old 0.5): the calibration's price (BENCHMARKS.md)
+@pytest.mark.parametrize("attack, check, recall", [("baddet_oda", "unlabelled_object", 0.7),
+                                                   ("baddet_oga", "phantom_box", 0.8)])
+def test_art_label_attacks_are_named_by_the_model(small_root, tmp_path, screen, model_config, attack, check, recall):
     ds = inject_art_attack(small_root, tmp_path / attack, attack=attack, rate=0.1, trigger="blended")
     s = screen(ds.root, model_config)
     named = s.suspects(check)
-    assert len(named & ds.poisoned) >= 0.8 * len(ds.poisoned), (check, sorted(ds.poisoned - named))
+    assert len(named & ds.poisoned) >= recall * len(ds.poisoned), (check, sorted(ds.poisoned - named))
     assert len(named & ds.poisoned) >= 0.9 * len(named), sorted(named - ds.poisoned)
     f = next(f for f in s.findings if f["check"] == check)
     assert f["action"] == "quarantine" and f["evidence"]["items"]
