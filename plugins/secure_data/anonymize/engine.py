@@ -26,7 +26,7 @@ ESCALATION_PADDING_STEP = 0.25  # extra padding (fraction of the box, per side) 
 
 
 @dataclass(frozen=True)
-class Finding:
+class ObfuscatedBox:
     """A box that was obfuscated, and in which pass (0: detection, 1..: verification re-passes)."""
 
     box: Box
@@ -41,7 +41,7 @@ class Finding:
 class Outcome:
     """What happened to one image."""
 
-    findings: tuple[Finding, ...]
+    findings: tuple[ObfuscatedBox, ...]
     residual_per_pass: tuple[int, ...]  # protected-class detections found by each verification pass
     clean: bool  # the last verification pass found nothing
     verified_by: tuple[str, ...] = ()
@@ -226,7 +226,7 @@ class AnonymizeEngine:
         regions = [self._regions(img, boxes) for img, boxes in zip(images, detected, strict=True)]
         obfuscate_batch(images, regions, self.style)
         t["obfuscate"] += time.perf_counter() - start
-        findings = [[Finding(b, 0, c.mode) for b in boxes] for boxes in detected]
+        findings = [[ObfuscatedBox(b, 0, c.mode) for b in boxes] for boxes in detected]
         residual: list[list[int]] = [[] for _ in images]
         clean = [True] * len(images)
         verified_by = tuple([v.name for v in self.verifiers] + list(self.self_checked)) if c.verify else ()
@@ -262,8 +262,8 @@ class AnonymizeEngine:
             for i, boxes in hits:
                 esc = [b for b in boxes if _intersects(b, regions[i])]
                 new = [b for b in boxes if not _intersects(b, regions[i])]
-                findings[i].extend(Finding(b, pass_no, c.escalate_mode) for b in esc)
-                findings[i].extend(Finding(b, pass_no, c.mode) for b in new)
+                findings[i].extend(ObfuscatedBox(b, pass_no, c.escalate_mode) for b in esc)
+                findings[i].extend(ObfuscatedBox(b, pass_no, c.mode) for b in new)
                 if esc:
                     esc_imgs.append(images[i])
                     esc_regs.append(self._regions(images[i], esc, grow))

@@ -93,20 +93,22 @@ def _read_sample_bytes(root: str, sample: Sample) -> bytes:
 
 
 def _class_names(root: str, records: Iterable[FileRecord]) -> dict[int, str]:
-    """Names from data.yaml, read through verified_read like every other byte."""
-    import yaml
+    """The class names integrity stored in the manifest (``class_names`` of the data.yaml record, parsed
+    by ``dataset.layout.parse_class_names``, the one data.yaml parser); for a manifest written without
+    them, that same parser over the verified bytes. None if data.yaml is missing or invalid (integrity
+    has already quarantined or failed such a file)."""
+    from secure_data.dataset.layout import parse_class_names
 
+    records = list(records)
+    for rec in records:
+        if rec.kind == "meta" and rec.accepted and isinstance(rec.meta.get("class_names"), list):
+            return {i: str(n) for i, n in enumerate(rec.meta["class_names"])}
     for rec in records:
         if rec.path == "data.yaml" and rec.accepted:
             try:
-                doc = yaml.safe_load(verified_read(root, rec)) or {}
-            except (IntegrityError, OSError, UnsafePathError, yaml.YAMLError):
+                return dict(enumerate(parse_class_names(verified_read(root, rec))))
+            except (IntegrityError, OSError, UnsafePathError, ValueError):
                 return {}
-            names = doc.get("names") if isinstance(doc, dict) else None
-            if isinstance(names, dict):
-                return {int(k): str(v) for k, v in names.items()}
-            if isinstance(names, list):
-                return {i: str(v) for i, v in enumerate(names)}
     return {}
 
 
