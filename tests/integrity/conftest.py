@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,21 +12,11 @@ import pytest
 
 from secure_data.dataset.stage import RunLayout
 from secure_data.integrity.config import IntegrityConfig
+from secure_data_testkit.badinputs import png_with_header
 from secure_data_testkit.datasets import make_yolo_dataset
 
 # Policy-relevant checks in these tests rely on the defaults documented in docs/integrity.md.
 DEFAULT_CONFIG = IntegrityConfig(workers=2)
-
-
-def png_with_header(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG whose IHDR claims ``width`` x ``height`` (a decompression bomb when large)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
 
 
 def reencode(jpeg: bytes, fmt: str, **params) -> bytes:

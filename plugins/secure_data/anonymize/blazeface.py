@@ -44,6 +44,11 @@ RAW_SCORE_LIMIT = 80.0
 MAX_SCALED_PIXELS = 40_000_000  # cap on one scaled pass (memory), like CenterFace's native pass
 
 
+def first_scale(min_face_px: float) -> float:
+    """The scale that makes a ``min_face_px`` face 12 px wide (BlazeFace's smallest), never above 2x."""
+    return min(2.0, 12.0 / max(min_face_px, 1.0))
+
+
 @dataclass(frozen=True)
 class Tile:
     scale: float  # tile pixels per image pixel
@@ -60,7 +65,7 @@ def tile_plan(h: int, w: int, *, min_face_px: float = 12.0, overlap: int = 40, t
     the scales below), so tiles overlap by ``overlap`` (40) px: every such face is whole in a tile.
     """
     plan: list[Tile] = []
-    scale = min(2.0, max(12.0 / max(min_face_px, 1.0), 0.0))
+    scale = first_scale(min_face_px)
     while True:
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         step = tile - overlap
@@ -85,7 +90,7 @@ def scale_plan(h: int, w: int, *, min_face_px: float = 12.0, tile: int = INPUT) 
     the four halving scales found on that set (191 of 234), for ~25 % less work.
     """
     scales = []
-    scale = min(2.0, max(12.0 / max(min_face_px, 1.0), 0.0))
+    scale = first_scale(min_face_px)
     if h * w * scale * scale > MAX_SCALED_PIXELS:
         scale = (MAX_SCALED_PIXELS / (h * w)) ** 0.5
     while True:
@@ -300,20 +305,14 @@ def _windows(sh: int, sw: int, scale: float,
         x1, y1 = min(sw, int(fx2 * scale) + 1 + FOCUS_MARGIN), min(sh, int(fy2 * scale) + 1 + FOCUS_MARGIN)
         if x1 > x0 and y1 > y0:
             boxes.append([x0, y0, x1, y1])
-    merged = True
-    while merged:  # union of overlapping windows until none overlap
-        merged = False
-        for a in range(len(boxes)):
-            for b in range(a + 1, len(boxes)):
-                p, q = boxes[a], boxes[b]
-                if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
-                    boxes[a] = [min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])]
-                    del boxes[b]
-                    merged = True
-                    break
-            if merged:
-                break
-    return [tuple(b) for b in boxes]
+    windows: list[list[int]] = []
+    for box in boxes:  # absorb every window the new one overlaps; the kept windows never overlap
+        while (hit := next((w for w in windows if w[0] < box[2] and box[0] < w[2] and w[1] < box[3] and box[1] < w[3]),
+                           None)) is not None:
+            windows.remove(hit)
+            box = [min(hit[0], box[0]), min(hit[1], box[1]), max(hit[2], box[2]), max(hit[3], box[3])]
+        windows.append(box)
+    return [tuple(w) for w in windows]
 
 
 def tiles_for(shapes: Sequence[tuple[int, int]], min_face_px: float) -> int:
