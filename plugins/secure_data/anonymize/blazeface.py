@@ -158,11 +158,10 @@ class BlazeFaceDetector:
         threads = threads or os.cpu_count() or 1
         if self.backend == "openvino":
             from secure_data.anonymize.modelfile import private_copy
-            from secure_data.anonymize.ovruntime import compile_cpu
 
             with private_copy(data, ".tflite") as path:  # the verified bytes, not the path that was hashed
                 fcn = _fcn_model(str(path))
-            self.compiled, self.precision = compile_cpu(fcn, threads)
+            self.compiled, self.precision = ovruntime.compile_cpu(fcn, threads)
             return
         if self.backend != "litert":
             raise ValueError(f"unknown BlazeFace backend {backend!r} (auto, openvino, litert)")

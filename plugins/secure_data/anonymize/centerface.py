@@ -122,13 +122,11 @@ class CenterFaceDetector:
         if self.backend == "openvino":
             import openvino as ov
 
-            from secure_data.anonymize.ovruntime import compile_cpu
-
             model = ov.Core().read_model(make_shapes_dynamic(data))  # from the verified bytes
             ppp = ov.preprocess.PrePostProcessor(model)  # uint8 pixels in, converted inside the graph
             ppp.input().tensor().set_element_type(ov.Type.u8)
             ppp.input().preprocess().convert_element_type(ov.Type.f32)
-            self.compiled, self.precision = compile_cpu(ppp.build(), threads)
+            self.compiled, self.precision = ovruntime.compile_cpu(ppp.build(), threads)
             return
         if self.backend == "opencv":
             import cv2

@@ -1,7 +1,7 @@
 """OpenVINO on the CPU: the runtime both real face detectors use there when it is installed.
 
-OpenVINO (Intel, Apache-2.0) compiles a network once for input shapes it has not seen
-(dynamic height and width, no per-size compile) and, on CPUs with AVX512-BF16 or AMX,
+OpenVINO (Intel, Apache-2.0) compiles a network once for every image size (dynamic height
+and width; the first image of a new size costs some preparation) and, on CPUs with AVX512-BF16 or AMX,
 computes in bfloat16 by default: the same weights and the same pixels, about half the CPU
 time of float32 (``bench/anonymize_real.py``; the real-photo judge scores the result).
 ``SECURE_DATA_INFERENCE_PRECISION=f32`` forces float32 (outputs then match the reference
