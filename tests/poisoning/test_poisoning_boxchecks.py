@@ -95,7 +95,7 @@ def test_template_sample_takes_a_few_boxes_from_a_many_box_file():
     first = int(np.random.default_rng(config.seed).permutation(31)[0])  # the sample the draw visits first
     bad = _sample("train/bad_0", [(0, 0.3, 0.3, 0.2, 0.25)] * 10_000)
     samples.insert(first, bad)
-    chosen = _template_sample(samples, config)
+    chosen = [samples[i] for i in _template_sample(samples, config)]
     assert chosen[0] is bad  # visited first: uncapped, its 10,000 boxes would have been the whole sample
     assert sum(len(s.boxes) for s in chosen[1:]) >= config.template_sample - config.stats_boxes_per_image
 

@@ -416,25 +416,29 @@ def _same_transform(t1: Sequence[float], t2: Sequence[float], tol: float = 1 / 3
     return True
 
 
+def verification_gray(gray):
+    """A grey image at the resolution pairs are verified at (long side <= ``_ORB_SIDE``; never upscaled)."""
+    import cv2
+
+    h, w = gray.shape[:2]
+    scale = min(1.0, _ORB_SIDE / max(h, w))
+    if scale < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return gray
+
+
 def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
     """Keep exact edges; keep a pHash edge if the two images verify geometrically (ORB + RANSAC) or,
     where ORB finds too little texture or only half the inliers, if their thumbnails also correlate after
     a small shift. A pair at
     pHash distance 0 is never dropped (its verification is recorded, whatever it found)."""
-    import cv2
 
     cache: dict[int, Any] = {}
 
     def gray(i: int):
         if i not in cache:
             g = load_gray(i)
-            if g is not None:
-                h, w = g.shape[:2]
-                scale = min(1.0, _ORB_SIDE / max(h, w))
-                if scale < 1.0:
-                    g = cv2.resize(g, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                   interpolation=cv2.INTER_AREA)
-            cache[i] = g
+            cache[i] = None if g is None else verification_gray(g)
         return cache[i]
 
     n_corners: dict[int, int] = {}

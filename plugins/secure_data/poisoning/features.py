@@ -149,6 +149,13 @@ def _frame(img, box: BoxTuple, *, box_px: int, margin: float):
     magnitude was tried first: it lets any strong edge nearby (a plate next to a
     face) out-score the object itself.
     """
+    gray = frame_gray(img, box, box_px=box_px, margin=margin)
+    return None if gray is None else orientation_field(gray)
+
+
+def frame_gray(img, box: BoxTuple, *, box_px: int, margin: float):
+    """The box plus ``margin`` box sizes of context, grey float32, resampled so the box is box_px wide:
+    the part of :func:`_frame` that needs the image (20 kB per box at the fit search size)."""
     import cv2
     import numpy as np
 
@@ -169,7 +176,14 @@ def _frame(img, box: BoxTuple, *, box_px: int, margin: float):
     if crop.size == 0:
         return None
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    gray = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def orientation_field(gray):
+    """Doubled-angle orientation field of a :func:`frame_gray` (see :func:`_frame`)."""
+    import cv2
+    import numpy as np
+
     gray = cv2.GaussianBlur(gray, (3, 3), 0)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1)
@@ -182,9 +196,8 @@ def _box_ok(box: BoxTuple, width: int, height: int) -> bool:
     return bw * width >= 4 and bh * height >= 4
 
 
-def template_frames(data: bytes, boxes: Sequence[BoxTuple], config: PoisoningConfig) -> list[tuple[int, Any]]:
-    """(cls, frame) for every usable box of one image: the raw material of the class templates."""
-    img = decode_bgr(data)
+def template_frames(img, boxes: Sequence[BoxTuple], config: PoisoningConfig) -> list[tuple[int, Any]]:
+    """(cls, frame) for every usable box of one decoded image: the raw material of the class templates."""
     h, w = img.shape[:2]
     out = []
     for box in boxes:
@@ -207,16 +220,20 @@ def build_templates(frames_by_class: Mapping[int, Sequence[Any]], min_boxes: int
     }
 
 
-def _fit_box(img, index: int, box: BoxTuple, templates: Mapping[int, Any], config: PoisoningConfig) -> BoxFit | None:
+def fit_region_gray(img, box: BoxTuple, config: PoisoningConfig):
+    """The grey search region :func:`fit_box` correlates the templates over (None if empty)."""
+    return frame_gray(img, box, box_px=config.fit_box_px, margin=TEMPLATE_MARGIN + config.fit_search)
+
+
+def fit_box(region_gray, index: int, box: BoxTuple, templates: Mapping[int, Any], config: PoisoningConfig) -> BoxFit | None:
+    """How box ``index`` fits the class templates, from its :func:`fit_region_gray`."""
     import cv2
 
     cls = box[0]
     template = templates.get(cls)
-    if template is None:
+    if template is None or region_gray is None or float(template.std()) == 0.0:
         return None
-    region = _frame(img, box, box_px=config.fit_box_px, margin=TEMPLATE_MARGIN + config.fit_search)
-    if region is None or float(template.std()) == 0.0:
-        return None
+    region = orientation_field(region_gray)
     response = cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED)
     centre = response.shape[0] // 2
     own = float(response[centre, centre])
@@ -250,15 +267,25 @@ def _clean(x: float) -> float:
 # ---------------------------------------------------------------- the per-sample entry point
 
 def extract_features(
-    key: str, data: bytes, boxes: Sequence[BoxTuple], config: PoisoningConfig,
-    templates: Mapping[int, Any],
+    key: str, data: Any, boxes: Sequence[BoxTuple], config: PoisoningConfig,
+    templates: Mapping[int, Any], *, analysis: tuple[Any, float] | None = None,
+    regions: dict[int, Any] | None = None,
 ) -> SampleFeatures:
-    """All per-sample features from verified bytes. Never raises for bad pixels: sets ``error``."""
-    try:
-        img = decode_bgr(data)
-    except UndecodableImage as exc:
-        return SampleFeatures(key=key, error=str(exc))
-    gray, scale = analysis_gray(img, config.analysis_max_side)
+    """All per-sample features from verified bytes or the image they decode to (``decode_bgr``).
+    Never raises for bad pixels: sets ``error``.
+
+    ``analysis``: the image's :func:`analysis_gray` when the caller already has it. ``regions``: if
+    given, filled with each usable box's fit search region (:func:`fit_region_gray`), so that fits
+    against templates built later need no second decode (:func:`fit_box`).
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            img = decode_bgr(bytes(data))
+        except UndecodableImage as exc:
+            return SampleFeatures(key=key, error=str(exc))
+    else:
+        img = data
+    gray, scale = analysis or analysis_gray(img, config.analysis_max_side)
     ph, ph_mirror = phash_pair(gray)
     layout, layout_mirror = layout_pair(gray)
     codes, xs, ys = block_codes(gray, block_px=config.block_px, min_contrast=config.block_min_contrast)
@@ -266,7 +293,10 @@ def extract_features(
     fits = []
     for i, box in enumerate(boxes):
         if _box_ok(box, w, h):
-            fit = _fit_box(img, i, box, templates, config)
+            region = fit_region_gray(img, box, config)
+            if regions is not None:
+                regions[i] = region
+            fit = fit_box(region, i, box, templates, config)
             if fit is not None:
                 fits.append(fit)
     return SampleFeatures(

@@ -27,8 +27,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from secure_data.dataset.layout import UnsafePathError
-from secure_data.dataset.manifest import IntegrityError, verified_read
 from secure_data.poisoning.config import PoisoningConfig
 from secure_data.poisoning.findings import Finding, make_finding
 from secure_data.poisoning.samples import Sample
@@ -140,46 +138,36 @@ def _corroborated_phantoms(items: list[dict[str, Any]], fits: Mapping[int, Any],
 
 
 def check_presence(
-    root: str, samples: Sequence[Sample], config: PoisoningConfig, names: Mapping[int, str],
-    feats: Sequence[Any] | None = None,
+    samples: Sequence[Sample], seen: Mapping[str, tuple[int, int, Sequence[Detection]]], config: PoisoningConfig,
+    names: Mapping[int, str], feats: Sequence[Any] | None = None,
 ) -> list[Finding]:
-    """One finding per sample and disagreement kind; unreadable samples are reported as such.
+    """One finding per sample and disagreement kind.
 
-    ``feats`` (the feature pass's records): phantom boxes must then be corroborated by the class
-    template fit (:func:`_corroborated_phantoms`).
+    ``seen``: key -> (width, height, detections) from the one pass over the images
+    (:mod:`secure_data.poisoning.imagepass`, :class:`PresenceDetector`); samples it lacks could not be
+    read and are reported ``unreadable`` by the stage. ``feats`` (the feature pass's records): phantom
+    boxes must then be corroborated by the class template fit (:func:`_corroborated_phantoms`).
     """
-    from secure_data.poisoning.features import decode_bgr
-
-    detector = PresenceDetector(config, names)
     fits_by_key = {f.key: {fit.index: fit for fit in f.fits} for f in feats} if feats is not None else None
     findings: list[Finding] = []
-    chunk = max(1, config.backbone_batch) * 4
-    for start in range(0, len(samples), chunk):
-        images, kept = [], []
-        for s in samples[start:start + chunk]:
-            try:
-                images.append(decode_bgr(verified_read(root, s.image)))
-                kept.append(s)
-            except (IntegrityError, OSError, UnsafePathError, ValueError) as exc:
-                findings.append(make_finding(
-                    "unreadable", suspects=[s.key], evidence={"path": s.image.path, "error": f"{type(exc).__name__}: {exc}"},
-                    message=f"{s.image.path}: {type(exc).__name__} (while reading it for the presence checks)"))
-        for s, img, dets in zip(kept, images, detector.detect(images), strict=True):
-            h, w = img.shape[:2]
-            got = compare_with_detections(label_xyxy(s, w, h), dets, config)
-            if fits_by_key is not None:
-                got["phantom_box"] = _corroborated_phantoms(got["phantom_box"], fits_by_key.get(s.key, {}), config)
-            for check, items in got.items():
-                if not items:
-                    continue
-                what = {"unlabelled_object": "confident detection(s) with no label",
-                        "phantom_box": "labelled box(es) where the detector sees nothing",
-                        "detector_class_conflict": "labelled box(es) the detector confidently sees as another class",
-                        }[check]
-                findings.append(make_finding(
-                    check, suspects=[s.key],
-                    evidence={"items": items, "labelled_boxes": len(s.boxes), "detections": len(dets),
-                              "conf": config.presence_conf, "low_conf": config.presence_low_conf,
-                              "iou": config.presence_iou, "names": {str(k): v for k, v in sorted(names.items())}},
-                    message=f"{s.key}: {len(items)} {what}"))
+    for s in samples:
+        if s.key not in seen:
+            continue
+        w, h, dets = seen[s.key]
+        got = compare_with_detections(label_xyxy(s, w, h), dets, config)
+        if fits_by_key is not None:
+            got["phantom_box"] = _corroborated_phantoms(got["phantom_box"], fits_by_key.get(s.key, {}), config)
+        for check, items in got.items():
+            if not items:
+                continue
+            what = {"unlabelled_object": "confident detection(s) with no label",
+                    "phantom_box": "labelled box(es) where the detector sees nothing",
+                    "detector_class_conflict": "labelled box(es) the detector confidently sees as another class",
+                    }[check]
+            findings.append(make_finding(
+                check, suspects=[s.key],
+                evidence={"items": items, "labelled_boxes": len(s.boxes), "detections": len(dets),
+                          "conf": config.presence_conf, "low_conf": config.presence_low_conf,
+                          "iou": config.presence_iou, "names": {str(k): v for k, v in sorted(names.items())}},
+                message=f"{s.key}: {len(items)} {what}"))
     return findings

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secure_data.dataset.layout import UnsafePathError
-from secure_data.dataset.manifest import IntegrityError, verified_read
 from secure_data.poisoning.boxchecks import robust_z
 from secure_data.poisoning.config import PoisoningConfig
 from secure_data.poisoning.findings import Finding, make_finding
@@ -155,49 +153,12 @@ class Backbone:
         return out
 
 
-def _box_pixels(sample: Sample, width: int, height: int) -> list[tuple[float, float, float, float]]:
+def box_pixels(sample: Sample, width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """The sample's labelled boxes in image pixels (x1, y1, x2, y2)."""
     out = []
     for _, cx, cy, w, h in sample.boxes:
         out.append(((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
     return out
-
-
-def extract_box_features(root: str, samples: Sequence[Sample], config: PoisoningConfig):
-    """(refs, X, layers, errors): one row per labelled box of every readable sample, the layers pooled,
-    and the samples that could not be read this time (key -> error).
-
-    Image bytes only through ``verified_read``; decoded as Ultralytics does (``decode_bgr``).
-    """
-    import numpy as np
-
-    from secure_data.poisoning.features import decode_bgr
-
-    backbone = Backbone(config)
-    refs: list[BoxRef] = []
-    rows: list[Any] = []
-    errors: dict[str, str] = {}
-    try:
-        todo = [s for s in samples if s.boxes]
-        chunk = max(1, config.backbone_batch) * 4
-        for start in range(0, len(todo), chunk):
-            images, boxes, kept = [], [], []
-            for s in todo[start:start + chunk]:
-                try:
-                    img = decode_bgr(verified_read(root, s.image))
-                except (IntegrityError, OSError, UnsafePathError, ValueError) as exc:
-                    # The main pass read it fine: the file changed since. Reported, never silently dropped.
-                    errors[s.key] = f"{type(exc).__name__}: {exc}"
-                    continue
-                images.append(img)
-                boxes.append(_box_pixels(s, img.shape[1], img.shape[0]))
-                kept.append(s)
-            for s, feats in zip(kept, backbone.box_features(images, boxes), strict=True):
-                refs.extend(BoxRef(s.key, j, int(b[0])) for j, b in enumerate(s.boxes))
-                rows.append(feats)
-    finally:
-        backbone.close()
-    x = np.concatenate(rows, 0) if rows else np.zeros((0, 0), np.float32)
-    return refs, x, backbone.layers, errors
 
 
 def spectral_projection(x):
@@ -210,17 +171,18 @@ def spectral_projection(x):
 
 
 def check_feature_outliers(
-    root: str, samples: Sequence[Sample], config: PoisoningConfig, names: Mapping[int, str] | None = None
+    box_features: tuple, config: PoisoningConfig, names: Mapping[int, str] | None = None
 ) -> list[Finding]:
-    """One finding per sample with at least one box that is a spectral-signature outlier of its class."""
+    """One finding per sample with at least one box that is a spectral-signature outlier of its class.
+
+    ``box_features``: (refs, X, layers), one row per labelled box of every readable sample, from the one
+    pass over the images (:mod:`secure_data.poisoning.imagepass`, :meth:`Backbone.box_features`).
+    """
     import numpy as np
 
     names = dict(names or {})
-    refs, x, layers, errors = extract_box_features(root, samples, config)
-    path_of = {s.key: s.image.path for s in samples}
-    findings = [make_finding("unreadable", suspects=[key], evidence={"path": path_of[key], "error": err},
-                             message=f"{path_of[key]}: {err} (while reading it for the backbone features)")
-                for key, err in sorted(errors.items())]
+    refs, x, layers = box_features
+    findings: list[Finding] = []
     by_sample: dict[str, list[dict[str, Any]]] = {}
     classes = {}
     for cls in sorted({r.cls for r in refs}):

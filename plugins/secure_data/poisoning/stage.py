@@ -1,8 +1,9 @@
 """The poisoning stage: integrity manifest in, findings + stage manifest (+ quarantine) out.
 
 Flow: read the upstream manifest (digest checked) -> pair images with labels ->
-build class templates from a seeded sample of boxes -> per-sample features (one
-verified read each; in parallel if ``workers > 1``) -> checks -> policies ->
+one verified read and one decode per image (``imagepass``: class templates from a
+seeded sample of boxes, per-sample features, verification thumbnails, the pinned
+model's detections and box features; in parallel if ``workers > 1``) -> checks -> policies ->
 quarantine copies -> ``findings.jsonl`` -> stage manifest (written last, so a
 manifest on disk means the stage finished). Re-running on the same input gives
 byte-identical outputs.
@@ -13,10 +14,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from secure_data.dataset.atomic import atomic_write_text
 from secure_data.dataset.layout import UnsafePathError
@@ -46,15 +45,9 @@ from secure_data.poisoning.duplicates import (
     find_duplicate_edges,
     verify_edges,
 )
-from secure_data.poisoning.features import (
-    SampleFeatures,
-    analysis_gray,
-    build_templates,
-    decode_bgr,
-    extract_features,
-    template_frames,
-)
+from secure_data.poisoning.features import SampleFeatures
 from secure_data.poisoning.findings import Finding, make_finding, plain, write_findings
+from secure_data.poisoning.imagepass import PassResult, image_pass
 from secure_data.poisoning.patches import check_repeated_patches
 from secure_data.poisoning.samples import Sample, collect_samples
 from secure_data.poisoning.triggers import check_triggers
@@ -88,10 +81,6 @@ class Analysis:
 
 # ---------------------------------------------------------------- reading
 
-def _read_sample_bytes(root: str, sample: Sample) -> bytes:
-    return verified_read(root, sample.image)
-
-
 def _class_names(root: str, records: Iterable[FileRecord]) -> dict[int, str]:
     """The class names integrity stored in the manifest (``class_names`` of the data.yaml record, parsed
     by ``dataset.layout.parse_class_names``, the one data.yaml parser); for a manifest written without
@@ -112,8 +101,8 @@ def _class_names(root: str, records: Iterable[FileRecord]) -> dict[int, str]:
     return {}
 
 
-def _template_sample(samples: Sequence[Sample], config: PoisoningConfig) -> list[Sample]:
-    """A seeded sample of images giving up to ``template_sample`` boxes per class."""
+def _template_sample(samples: Sequence[Sample], config: PoisoningConfig) -> list[int]:
+    """A seeded sample of images (indices) giving up to ``template_sample`` boxes per class."""
     import numpy as np
 
     order = np.random.default_rng(config.seed).permutation(len(samples))
@@ -126,7 +115,7 @@ def _template_sample(samples: Sequence[Sample], config: PoisoningConfig) -> list
     chosen = []
     for i in order.tolist():
         if any(need.get(cls, 0) > 0 for cls in per_sample[i]):
-            chosen.append(samples[i])
+            chosen.append(i)
             for cls, n in per_sample[i].items():
                 need[cls] -= n
         if all(v <= 0 for v in need.values()):
@@ -143,45 +132,6 @@ def _capped_class_counts(sample: Sample, cap: int) -> dict[int, int]:
     return counts
 
 
-def build_class_templates(root: str, samples: Sequence[Sample], config: PoisoningConfig) -> dict[int, Any]:
-    frames: dict[int, list] = {}
-    for s in _template_sample(samples, config):
-        try:
-            taken: dict[int, int] = {}
-            for cls, frame in template_frames(_read_sample_bytes(root, s), s.boxes, config):
-                if len(frames.setdefault(cls, [])) < config.template_sample \
-                        and taken.get(cls, 0) < config.stats_boxes_per_image:
-                    taken[cls] = taken.get(cls, 0) + 1
-                    frames[cls].append(frame)
-        except (IntegrityError, OSError, UnsafePathError, ValueError):
-            continue  # reported by the feature pass, which reads the same file again
-    return build_templates(frames, config.min_class_boxes)
-
-
-def _extract_one(args: tuple[str, Sample, PoisoningConfig, Mapping[int, Any]]) -> SampleFeatures:
-    root, sample, config, templates = args
-    try:
-        data = _read_sample_bytes(root, sample)
-    except IntegrityError as exc:
-        return SampleFeatures(key=sample.key, error=f"integrity: {exc}")
-    except (OSError, UnsafePathError) as exc:
-        return SampleFeatures(key=sample.key, error=f"unreadable: {type(exc).__name__}: {exc}")
-    return extract_features(sample.key, data, sample.boxes, config, templates)
-
-
-def extract_all(
-    root: str, samples: Sequence[Sample], config: PoisoningConfig, templates: Mapping[int, Any]
-) -> list[SampleFeatures]:
-    """Per-sample features, in order. ``workers > 1`` fans out over processes (spawned: no fork hazards)."""
-    jobs = [(root, s, config, templates) for s in samples]
-    if config.workers == 1 or len(jobs) < 2 * config.workers:
-        return [_extract_one(j) for j in jobs]
-    import multiprocessing
-
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_extract_one, jobs, chunksize=max(1, len(jobs) // (8 * config.workers))))
-
-
 # ---------------------------------------------------------------- analysis
 
 def analyse(
@@ -194,8 +144,19 @@ def analyse(
 ) -> Analysis:
     """Run every check over ``samples`` (no policy, no output files)."""
     names = dict(class_names or {})
-    templates = build_class_templates(root, samples, config)
-    feats = extract_all(root, samples, config, templates)
+    # One verified read and one decode per image for every check below (poisoning/imagepass.py).
+    pixels = image_pass(root, samples, config, _template_sample(samples, config), names=names)
+    try:
+        return _analyse_features(samples, pixels, config, names, reference)
+    finally:
+        pixels.grays.close()
+
+
+def _analyse_features(
+    samples: Sequence[Sample], pixels: PassResult, config: PoisoningConfig, names: dict[int, str],
+    reference: Sequence[Sample] | None,
+) -> Analysis:
+    feats = pixels.features
     findings: list[Finding] = []
     for s, f in zip(samples, feats, strict=True):
         if not f.ok:
@@ -214,20 +175,14 @@ def analyse(
         # detector contradicts is a label anomaly like any other.
         from secure_data.poisoning.presence import check_presence
 
-        content += check_presence(root, s_ok, config, names, feats=f_ok)
+        content += check_presence(s_ok, pixels.seen, config, names, feats=f_ok)
     findings += content
     content_flags: dict[str, int] = {}
     for fnd in content:
         for key in fnd.suspects:
             content_flags[key] = content_flags.get(key, 0) + 1
 
-    def load_gray(i: int):
-        try:
-            return analysis_gray(decode_bgr(_read_sample_bytes(root, s_ok[i])), config.analysis_max_side)[0]
-        except (IntegrityError, OSError, UnsafePathError, ValueError):
-            return None
-
-    edges = verify_edges(find_duplicate_edges(s_ok, f_ok, config), load_gray, config)
+    edges = verify_edges(find_duplicate_edges(s_ok, f_ok, config), lambda i: pixels.load_gray(ok[i]), config)
     groups = duplicate_groups(len(s_ok), edges)
     dups = check_duplicates(s_ok, f_ok, edges, groups, content_flags, config)
     findings += dups
@@ -242,7 +197,7 @@ def analyse(
         # other checks report the same with it on or off.
         from secure_data.poisoning.spectral import check_feature_outliers
 
-        findings += check_feature_outliers(root, s_ok, config, names)
+        findings += check_feature_outliers(pixels.box_features, config, names)
 
     drift_results: list[dict] = []
     if reference is not None:
