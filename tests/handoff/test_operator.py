@@ -168,3 +168,19 @@ def test_operator_fails_clearly_when_the_input_was_modified(airflow_home, saniti
     assert not any((tmp_path / "packages").glob("handoff*")) and not any((tmp_path / "packages").glob("sanitized*"))
     db = sqlite3.connect(airflow_home / "airflow.db")
     assert db.execute("select count(*) from asset_event where source_dag_id=?", (dag_id,)).fetchone() == (0,)
+
+
+def test_each_dataset_announces_on_its_own_asset_by_default():
+    # issue 16: one global default Asset made every copied sanitization DAG trigger every training DAG
+    from secure_data.assets import PACKAGE_ASSET, package_asset
+    from secure_data.operators.handoff import PackageOperator
+
+    street = PackageOperator(task_id="street", upstream={}, package_name="street_scenes")
+    assert [a.uri for a in street.outlets] == ["secure-data://packages/street_scenes"]
+    assert street.outlets == [package_asset("street_scenes")] != [PACKAGE_ASSET]
+    assert PackageOperator(task_id="default", upstream={}).outlets == [PACKAGE_ASSET]  # name "sanitized"
+    explicit = PackageOperator(task_id="explicit", upstream={}, package_name="{{ params.name }}",
+                               outlets=[package_asset("faces")])
+    assert [a.uri for a in explicit.outlets] == ["secure-data://packages/faces"]
+    with pytest.raises(ValueError, match="templated"):
+        PackageOperator(task_id="templated", upstream={}, package_name="{{ params.name }}")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from secure_data.assets import EVENT_KEYS, PACKAGE_ASSET
+from secure_data.assets import EVENT_KEYS, PACKAGE_ASSET, package_asset
 from secure_data.lineage.mixin import OpenLineageMixin
 from secure_data.operators.base import StageOperator
 from secure_data.policy.anchors import sanitizer_vault_conn_id, trainer_vault_conn_id
@@ -49,7 +49,9 @@ class PackageOperator(StageOperator):
         signed into the package: its digests in the manifest's ``upstream`` (``policy``,
         ``policy.effective``) and the document as the file ``secure-data-policy.json``.
 
-    Emits one Asset event on every ``Asset`` in ``outlets`` (default ``[PACKAGE_ASSET]``) with
+    Emits one Asset event on every ``Asset`` in ``outlets`` (default ``[package_asset(package_name)]``,
+    ``secure-data://packages/<package_name>``: one Asset per dataset; a templated ``package_name`` needs
+    explicit ``outlets``) with
     ``extra`` = package_uri, package_id, name, manifest_digest, content_digest, counts, key_name,
     key_version, and with an attestation key provenance_uri + provenance_digest (the run's signed
     ``provenance.intoto.jsonl``, docs/provenance.md). Returns a ``StageResult`` (stage ``handoff``) whose
@@ -80,7 +82,15 @@ class PackageOperator(StageOperator):
         policy_request: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("outlets", [PACKAGE_ASSET])
+        if "outlets" not in kwargs:
+            # One Asset per dataset by default: a copied DAG publishing another dataset must not trigger
+            # the training DAGs of this one. The Asset is fixed when the DAG is parsed, so a templated
+            # name cannot choose it.
+            if "{{" in str(package_name) or "{%" in str(package_name):
+                raise ValueError(
+                    f"package_name {package_name!r} is templated, and the Asset a package is announced on is "
+                    "fixed at DAG-parse time: pass outlets=[package_asset('<dataset name>')] explicitly")
+            kwargs["outlets"] = [package_asset(package_name)]
         super().__init__(output_root=output_root, **kwargs)
         self.upstream = upstream
         self.upstream_stages = upstream_stages
