@@ -38,6 +38,7 @@ CHECKS = (
     "phantom_box",  # optional (backbone_model): a labelled box where the model sees nothing (object generation)
     "detector_class_conflict",  # optional (backbone_model): the model confidently sees another class
     "repeated_patch",  # one small picture pasted into many unrelated images, wherever it sits (any labels)
+    "blended_patch",  # one picture, opaque or blended, at varying positions: colour block codes, rigid geometry
 )
 
 # Checks that run only with a backbone_model (left out of to_dict() while it is off, see below).
@@ -67,6 +68,7 @@ DEFAULT_ACTIONS: Mapping[str, str] = {
     "phantom_box": QUARANTINE,
     "detector_class_conflict": QUARANTINE,
     "repeated_patch": QUARANTINE,
+    "blended_patch": QUARANTINE,
 }
 
 
@@ -79,7 +81,7 @@ POLICY_GROUPS: Mapping[str, tuple[str, ...]] = {
     "drift_policy": ("distribution_drift",),
     "backbone_policy": ("feature_outlier",),
     "presence_policy": ("unlabelled_object", "phantom_box", "detector_class_conflict"),
-    "patch_policy": ("repeated_patch",),
+    "patch_policy": ("repeated_patch", "blended_patch"),
 }
 
 
@@ -201,6 +203,17 @@ class PoisoningConfig:
     patch_min_images: int = 5  # unrelated images (duplicate groups) one patch must appear in
     patch_min_codes: int = 20  # distinct block codes two images must share inside one compact region
     patch_max_image_fraction: float = 0.25  # a pattern in more images than this is the domain, not a patch
+
+    # blended patch: block codes of the colour (Lab a*) channel, matched across images where a group of
+    # them moves by one translation (blended.py); calibrated on the seed-0 benchmark sets (BENCHMARKS.md)
+    blend_min_matches: int = 6  # distinct codes at one translation, in one compact region, to link two images (0: off)
+    blend_chroma_gain: float = 3.0  # a* is amplified by this before coding (a blend halves the picture's contrast)
+    blend_blur: float = 1.0  # Gaussian sigma (analysis pixels) before coding: the background's noise is not the picture
+    blend_max_bucket: int = 32  # a code with more occurrences in the whole set is generic colour structure
+    blend_translation_px: float = 2.0  # matches agree on a translation within 1.5x this (analysis pixels)
+    blend_second_link: float = 0.5  # a pair agreeing at a second translation with this share of the matches: one scene
+    blend_popular_docs: int = 5  # a code counts in a link only if the links it is part of span this many documents
+    blend_min_partners: float = 2.0  # mean partner images per carrier of a pattern (chance links form chains)
 
     workers: int = 1  # processes for per-sample feature extraction (1: in-process)
     seed: int = 0  # for the template sample; the stage is deterministic

@@ -61,6 +61,7 @@ class SampleFeatures:
     xs: Any = None  # int32 arrays: top-left corner of each block, analysis pixels
     ys: Any = None
     fits: tuple[BoxFit, ...] = ()
+    chroma: Any = None  # blended.ChromaCodes: colour (Lab a*) block codes for blended_patch
     error: str | None = None  # set when the image could not be read or decoded
 
     @property
@@ -299,7 +300,10 @@ def extract_features(
             fit = fit_box(region, i, box, templates, config)
             if fit is not None:
                 fits.append(fit)
+    from secure_data.poisoning.blended import chroma_codes
+    chroma = chroma_codes(img, boxes, config, (gray.shape[1], gray.shape[0])) if config.blend_min_matches > 0 else None
     return SampleFeatures(
         key=key, phash=ph, phash_mirror=ph_mirror, layout=layout, layout_mirror=layout_mirror, scale=scale, analysis_size=(gray.shape[1], gray.shape[0]),
         codes=codes, xs=xs, ys=ys, fits=tuple(fits),
+        chroma=chroma,
     )

@@ -192,6 +192,7 @@ def _analyse_features(
     seeds |= {s.key for s in s_ok if not s.boxes}
     findings += check_triggers(s_ok, f_ok, groups, seeds, config, names)
     findings += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
+    findings += __import__("secure_data.poisoning.blended", fromlist=["check_blended_patches"]).check_blended_patches(s_ok, f_ok, groups, config, names, seeds)
     if config.backbone_enabled:
         # Optional: a pinned detection model's features; it does not feed the trigger seeds, so the
         # other checks report the same with it on or off.
