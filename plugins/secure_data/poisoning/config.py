@@ -68,7 +68,8 @@ DEFAULT_ACTIONS: Mapping[str, str] = {
     "phantom_box": QUARANTINE,
     "detector_class_conflict": QUARANTINE,
     "repeated_patch": QUARANTINE,
-    "blended_patch": QUARANTINE,
+    # warn: beside an opaque-trigger attack of the test suite it also named 3 clean images (chance links)
+    "blended_patch": WARN,
 }
 
 
