@@ -37,6 +37,7 @@ from secure_data.dataset.stage import (
     finish_stage,
     open_upstream,
 )
+from secure_data.poisoning.blended import check_blended_patches
 from secure_data.poisoning.boxchecks import check_box_fits, check_box_outliers
 from secure_data.poisoning.config import FAIL, QUARANTINE, PoisoningConfig
 from secure_data.poisoning.duplicates import (
@@ -192,7 +193,7 @@ def _analyse_features(
     seeds |= {s.key for s in s_ok if not s.boxes}
     findings += check_triggers(s_ok, f_ok, groups, seeds, config, names)
     findings += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
-    findings += __import__("secure_data.poisoning.blended", fromlist=["check_blended_patches"]).check_blended_patches(s_ok, f_ok, groups, config, names, seeds)
+    findings += check_blended_patches(s_ok, f_ok, groups, config, names, seeds)
     if config.backbone_enabled:
         # Optional: a pinned detection model's features; it does not feed the trigger seeds, so the
         # other checks report the same with it on or off.
