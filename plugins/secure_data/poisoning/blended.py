@@ -251,21 +251,14 @@ def _nodes(links: Sequence[dict], extent: int) -> tuple[list[tuple[int, tuple]],
 
 
 def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
+    from secure_data.poisoning.duplicates import _UnionFind
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    uf = _UnionFind(n)
     for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+        uf.union(a, b)
     groups: dict[int, list[int]] = {}
     for x in range(n):
-        groups.setdefault(find(x), []).append(x)
+        groups.setdefault(uf.find(x), []).append(x)
     return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
 
 
