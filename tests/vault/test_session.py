@@ -76,6 +76,48 @@ def test_revoked_approle_token_triggers_one_new_login(openbao, root_client, fres
     session.close()
 
 
+def test_requests_in_flight_when_the_token_dies_share_one_new_login(openbao, root_client, fresh_role):
+    # Several threads (the handoff encrypts with a pool) all hold the token when it is revoked: each
+    # request is rejected, yet one new login serves them all (it was one login per request: the
+    # fault-injection run saw 3 logins in one handoff for one revoked token).
+    import threading
+
+    creds = fresh_role("sanitizer")
+    session = VaultSession.for_approle(openbao.url, creds.role_id, creds.secret_id)
+    VaultOps(session).sign("secure-data-signing", b"warm")
+    (old,) = accessors_of(root_client, creds.role)
+    root_client.auth.token.revoke_accessor(old)
+
+    n = 6
+    gate = threading.Barrier(n, timeout=30)
+    first_try = threading.local()
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def sign(client):
+        if not getattr(first_try, "done", False):
+            first_try.done = True
+            gate.wait()  # every thread holds the revoked token's client before any request leaves
+        return client.secrets.transit.sign_data("secure-data-signing", hash_input="YQ==")
+
+    def worker():
+        try:
+            results.append(session.call(sign, path="transit/sign/secure-data-signing", op="update")
+                           ["data"]["signature"])
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(results) == n
+    new = accessors_of(root_client, creds.role)
+    assert session.logins == 2 and len(new) == 1 and old not in new
+    session.close()
+
+
 def test_revoked_static_token_is_a_clear_error(openbao, root_client):
     token = root_client.auth.token.create(policies=["secure-data-sanitizer"], ttl="1h")["auth"]["client_token"]
     session = VaultSession.for_token(openbao.url, token)

@@ -423,9 +423,14 @@ class VaultSession:
             if not self.can_relogin:
                 raise VaultTokenError(url=self.url, identity=self.identity,
                                       reason=f"token expired or was revoked (while calling '{path}')")
-            log.info("Vault token for %s was rejected; logging in again", self.identity)
-            self._login()
-            client = self._client
+            if self._client is not None and self._client is not client:
+                # Another thread saw the same rejection and has logged in again already: one
+                # re-login per dead token, not one per request that was in flight with it.
+                client = self._client
+            else:
+                log.info("Vault token for %s was rejected; logging in again", self.identity)
+                self._login()
+                client = self._client
         try:
             return self._invoke(client, operation, path=path, not_found=not_found)
         except hvac.exceptions.Forbidden:
