@@ -105,12 +105,10 @@ def _candidate_pairs(keys, doc_of, max_bucket: int):
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     sizes = np.diff(np.r_[starts, n])
     out_a, out_b = [], []
-    for s, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-        if size < 2 or size > max_bucket:
-            continue
-        members = order[s: s + size]
+    for size in np.unique(sizes[(sizes >= 2) & (sizes <= max_bucket)]).tolist():
+        first = starts[sizes == size]  # every bucket of this size at once: (buckets, pairs of members)
         a, b = np.triu_indices(size, 1)
-        ia, ib = members[a], members[b]
+        ia, ib = order[first[:, None] + a[None, :]].ravel(), order[first[:, None] + b[None, :]].ravel()
         keep = doc_of[ia] != doc_of[ib]
         out_a.append(ia[keep])
         out_b.append(ib[keep])
@@ -119,12 +117,22 @@ def _candidate_pairs(keys, doc_of, max_bucket: int):
     return np.concatenate(out_a), np.concatenate(out_b)
 
 
+def _median(x) -> float:
+    """np.median of a small float64 array, without its per-call overhead (same value: the middle one,
+    or the mean of the two middle ones)."""
+    import numpy as np
+
+    s = np.sort(x)
+    n = len(s)
+    return float(s[n // 2]) if n % 2 else float((s[n // 2 - 1] + s[n // 2]) / 2)
+
+
 def _compact_link(mm, ia, ib, xs, ys, codes, extent: int, need: int) -> dict | None:
     """The matches of one translation, if they form one compact picture (not a shared scene, not a line)."""
     import numpy as np
 
     ax, ay = xs[ia[mm]], ys[ia[mm]]
-    mx, my = np.median(ax), np.median(ay)
+    mx, my = _median(ax), _median(ay)
     near = (np.abs(ax - mx) <= extent) & (np.abs(ay - my) <= extent)
     if near.sum() < need or near.sum() < 0.6 * len(mm):
         return None  # spread over the frame: the same scene seen twice, not a patch
@@ -136,6 +144,31 @@ def _compact_link(mm, ia, ib, xs, ys, codes, extent: int, need: int) -> dict | N
     return {"matches": int(len(shared)), "codes": shared,
             "region_a": (float(ax[near].min()), float(ay[near].min()), float(ax[near].max()), float(ay[near].max())),
             "region_b": (float(bxs.min()), float(bys.min()), float(bxs.max()), float(bys.max()))}
+
+
+def _voted_translations(pair_id, bx, by, need: int):
+    """Translation bins with at least ``need`` votes, each bin pooled with its 8 neighbours.
+
+    Returns (pair, u, v) of those bins, ordered by pair, then by votes (most first), then by (u, v):
+    the order in which one pair's translations are tried. Counted in one pass with numpy (keys
+    packed into int64), not per pair."""
+    import numpy as np
+
+    u0, v0 = int(bx.min()) - 1, int(by.min()) - 1
+    wu, wv = int(bx.max()) - u0 + 2, int(by.max()) - v0 + 2
+    if (int(pair_id.max()) + 1) * wu * wv >= 1 << 62:
+        raise ValueError("blended_patch: too many images or translations to pack into one key")
+    cells, counts = np.unique((pair_id * wu + (bx - u0)) * wv + (by - v0), return_counts=True)
+    shifts = [du * wv + dv for du in (-1, 0, 1) for dv in (-1, 0, 1)]
+    pooled_keys, inverse = np.unique(np.concatenate([cells + s for s in shifts]), return_inverse=True)
+    pooled = np.bincount(inverse, weights=np.tile(counts, len(shifts))).astype(np.int64)
+    keep = pooled >= need
+    keys, votes = pooled_keys[keep], pooled[keep]
+    pair, rest = np.divmod(keys, wu * wv)
+    u, v = np.divmod(rest, wv)
+    u, v = u + u0, v + v0
+    rank = np.lexsort((v, u, -votes, pair))
+    return pair[rank], u[rank], v[rank]
 
 
 def matched_regions(feats: Sequence[SampleFeatures], docs: Sequence[int], config: PoisoningConfig) -> list[dict]:
@@ -168,35 +201,31 @@ def matched_regions(feats: Sequence[SampleFeatures], docs: Sequence[int], config
     bx, by = np.round(dx / q).astype(np.int64), np.round(dy / q).astype(np.int64)
     a_img, b_img = img_of[ia], img_of[ib]
     pair_id = a_img * len(feats) + b_img
-    order = np.lexsort((by, bx, pair_id))
-    pid = pair_id[order]
-    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
-    ends = np.r_[starts[1:], len(order)]
     need, extent = config.blend_min_matches, config.trigger_max_extent
+    cand_pair, cand_u, cand_v = _voted_translations(pair_id, bx, by, need)
+    if not len(cand_pair):
+        return []
+    order = np.argsort(pair_id, kind="stable")
+    pid = pair_id[order]
+    groups = np.flatnonzero(np.r_[True, cand_pair[1:] != cand_pair[:-1]])
+    firsts = np.searchsorted(pid, cand_pair[groups], side="left").tolist()
+    lasts = np.searchsorted(pid, cand_pair[groups], side="right").tolist()
     by_pair: list[list[dict]] = []
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        if e - s < need:
-            continue
-        m = order[s:e]
-        votes: dict[tuple[int, int], int] = {}  # translation bins, each pooled with its 8 neighbours
-        for u, v in zip(bx[m].tolist(), by[m].tolist(), strict=True):
-            for du in (-1, 0, 1):
-                for dv in (-1, 0, 1):
-                    votes[(u + du, v + dv)] = votes.get((u + du, v + dv), 0) + 1
+    for k, (g, g_end) in enumerate(zip(groups.tolist(), np.r_[groups[1:], len(cand_pair)].tolist(), strict=True)):
+        m = order[firsts[k]:lasts[k]]
+        mdx, mdy = dx[m], dy[m]
         used = np.zeros(len(m), bool)
         pair_links = []
-        for (u, v), count in sorted(votes.items(), key=lambda t: (-t[1], t[0])):
-            if count < need:
-                break
-            near = (~used) & (np.abs(dx[m] - u * q) <= 1.5 * q) & (np.abs(dy[m] - v * q) <= 1.5 * q)
+        for u, v in zip(cand_u[g:g_end].tolist(), cand_v[g:g_end].tolist(), strict=True):
+            near = (~used) & (np.abs(mdx - u * q) <= 1.5 * q) & (np.abs(mdy - v * q) <= 1.5 * q)
             if near.sum() < need:
                 continue
             used |= near
             mm = m[near]
             link = _compact_link(mm, ia, ib, xs, ys, code, extent, need)
             if link is not None:
-                link.update(a=int(a_img[mm[0]]), b=int(b_img[mm[0]]), dx=round(float(np.median(dx[mm])), 2),
-                            dy=round(float(np.median(dy[mm])), 2))
+                link.update(a=int(a_img[mm[0]]), b=int(b_img[mm[0]]), dx=round(_median(dx[mm]), 2),
+                            dy=round(_median(dy[mm]), 2))
                 pair_links.append(link)
         if pair_links:
             by_pair.append(pair_links)
