@@ -235,6 +235,37 @@ def _spans_its_box(xs, ys, boxes, size: tuple[int, int], block: int, span: float
     return False
 
 
+class _KeyIndex:
+    """Every image's constellation keys in one sorted array: which images hold at least ``need``
+    occurrences of a set of keys, found with two binary searches per key instead of a pass per image."""
+
+    def __init__(self, keys_per_image) -> None:
+        import numpy as np
+
+        self.n = len(keys_per_image)
+        if not self.n:
+            self.keys, self.image = np.empty(0, np.int64), np.empty(0, np.int64)
+            return
+        keys = np.concatenate([np.asarray(k, np.int64) for k in keys_per_image])
+        image = np.repeat(np.arange(self.n), [len(k) for k in keys_per_image])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.image = keys[order], image[order]
+
+    def at_least(self, sorted_keys, need: int):
+        """Indices (ascending) of the images with ``need`` or more occurrences of ``sorted_keys``."""
+        import numpy as np
+
+        lo = np.searchsorted(self.keys, sorted_keys, side="left")
+        lengths = np.searchsorted(self.keys, sorted_keys, side="right") - lo
+        total = int(lengths.sum())
+        if not total:
+            return np.empty(0, np.int64)
+        starts = np.cumsum(lengths) - lengths
+        pos = np.arange(total) - np.repeat(starts, lengths) + np.repeat(lo, lengths)
+        counts = np.bincount(self.image[pos], minlength=self.n)
+        return np.flatnonzero(counts >= max(need, 1))
+
+
 def check_repeated_patches(
     samples: Sequence[Sample],
     feats: Sequence[SampleFeatures],
@@ -277,6 +308,7 @@ def check_repeated_patches(
         hx, hy, hk = _compact_hits(xs[m], ys[m], k[m], config.trigger_max_extent)
         return (hx, hy, hk) if len(_unique(hk)) >= need else None
 
+    holders = _KeyIndex([k for k, _, _ in per_image])
     findings: list[Finding] = []
     claimed: set[int] = set()
     for pattern in patterns:
@@ -284,7 +316,7 @@ def check_repeated_patches(
         members: dict[int, dict] = {}
         # A carrier holds most of the pattern (a few keys lost to re-encoding or what is under it).
         need = max(config.patch_min_codes, len(pattern) // 2)
-        for i in range(len(per_image)):
+        for i in holders.at_least(arr, need).tolist():
             got = compact(i, arr, need)
             if got is None:
                 continue
