@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", nargs="*", default=["cleanvision", "cleanlab"], choices=("cleanvision", "cleanlab"))
     ap.add_argument("--no-model", action="store_true", help="outside suite: ours without the pinned detector only")
     ap.add_argument("--copy-only", action="store_true", help="outside suite: only the copy attacks")
+    ap.add_argument("--photos-all", action="store_true",
+                    help="outside suite: also crop the photographs the demo detector was trained on as negatives "
+                         "(default: left out, so the 'with model' column is not judged on its training data)")
     args = ap.parse_args(argv)
     if args.suite == "outside":
         from poison_outside import run_outside

@@ -34,6 +34,7 @@ from secure_data_testkit.attacks import (
     inject_attack,
     make_clean_dataset,
     make_photo_dataset,
+    model_negative_photos,
 )
 from secure_data_testkit.datasets import CLASS_NAMES
 
@@ -57,6 +58,7 @@ def run_outside(args, argv) -> int:
         detector = DetectorCache(with_model, names)
     n_train = int(round(args.images * 0.8))
     n_val = args.images - n_train
+    excluded = _excluded_photos(args)
     rates = args.rates
     art_attacks = args.art_attacks or list(ART_ATTACKS)
     transforms = args.transforms or list(COPY_TRANSFORMS)
@@ -94,7 +96,7 @@ def run_outside(args, argv) -> int:
                 px = max(8, round(args.size * 12 / 160))
             else:
                 clean = make_photo_dataset(tmp / source, n_train=n_train, n_val=n_val, size=args.photo_size,
-                                           seed=args.seed)
+                                           seed=args.seed, exclude_photos=excluded)
                 px = max(8, round(args.photo_size * 12 / 160))
             evaluate(clean, tmp / f"w-{source}-clean", frozenset(),
                      {"source": source, "attack": "none (clean)", "variant": "", "rate": 0.0, "poisoned": 0})
@@ -135,7 +137,12 @@ def _row_line(r: dict) -> str:
             + " | ".join(cells) + f" | {r['checks']} |")
 
 
+def _excluded_photos(args) -> frozenset[str]:
+    return frozenset() if getattr(args, "photos_all", False) else model_negative_photos()
+
+
 def _print(rows, args, argv, model, sha) -> None:
+    excluded = _excluded_photos(args)
     n = args.images
     print(f"# poisoning vs attacks nobody here wrote, beside peers  {dt.datetime.now().isoformat(timespec='seconds')}")
     print(f"# machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -143,6 +150,8 @@ def _print(rows, args, argv, model, sha) -> None:
     print(f"# command: python bench/poison_attacks.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"# datasets: {n} images ({int(round(n * 0.8))} train / {n - int(round(n * 0.8))} val) per source; "
           f"generated {args.size} px, photos {args.photo_size} px; seed {args.seed}")
+    print("# photographs: " + ("all shipped ones" if not excluded else
+                               f"shipped ones except the demo detector's negatives ({', '.join(sorted(excluded))})"))
     print(f"# ours = stage with the pinned demo detector ({Path(model).name}, sha256 {sha[:12]}...: presence and "
           "backbone checks); ours, no model = defaults; cells: recall / precision; clean rows: samples flagged")
     print()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,12 +360,17 @@ PHOTO_SOURCES = (
 )
 
 
-def photo_paths() -> list[Path]:
-    """The shipped photographs that are installed here (a missing package just contributes none)."""
+def photo_paths(exclude: Collection[str] = ()) -> list[Path]:
+    """The shipped photographs that are installed here (a missing package just contributes none).
+
+    ``exclude``: file names to leave out (e.g. :func:`model_negative_photos`: photographs a detector
+    under test was trained on must not be backgrounds of the data it is judged on)."""
     import importlib.util
 
     out = []
     for package, rel in PHOTO_SOURCES:
+        if Path(rel).name in exclude:
+            continue
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.origin:
             continue
@@ -374,11 +380,21 @@ def photo_paths() -> list[Path]:
     return out
 
 
-def _load_photos():
+def model_negative_photos() -> frozenset[str]:
+    """File names (of :data:`PHOTO_SOURCES`) of the photographs the demo detector sees as background
+    negatives (``secure_data_testkit.models.NEGATIVE_PHOTOS``, scikit-image data names)."""
+    from secure_data_testkit.models import NEGATIVE_PHOTOS
+
+    files = {"stereo_motorcycle": "motorcycle_left.png", "hubble_deep_field": "hubble_deep_field.jpg",
+             "retina": "retina.jpg"}
+    return frozenset(files.get(n, f"{n}.png") for n in NEGATIVE_PHOTOS)
+
+
+def _load_photos(exclude: Collection[str] = ()):
     import cv2
 
     photos = []
-    for p in photo_paths():
+    for p in photo_paths(exclude):
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is not None and min(img.shape[:2]) >= 96:
             photos.append(img)
@@ -388,20 +404,21 @@ def _load_photos():
 
 
 def make_photo_dataset(root: str | os.PathLike, *, n_train: int = 480, n_val: int = 120, size: int = 224,
-                       seed: int = 0, max_objects: int = 3, jpeg_quality: int = 92) -> Path:
+                       seed: int = 0, max_objects: int = 3, jpeg_quality: int = 92,
+                       exclude_photos: Collection[str] = ()) -> Path:
     """A YOLO dataset on real photographs: each image a random crop (scale, position, mirror) of a shipped
     photograph, with 1..max_objects of the generator's objects drawn on it and labelled.
 
     The photographs carry the real-image statistics (texture, sky, sensor noise, JPEG history) the
     checks must not mistake for a trigger or a copy; the drawn objects are what the labels describe
-    (no labelled real photographs ship in a wheel).
+    (no labelled real photographs ship in a wheel). ``exclude_photos``: as :func:`photo_paths`.
     """
     import cv2
     import numpy as np
 
     from secure_data_testkit.datasets import CLASS_NAMES, _draw_object, draw_sample
 
-    photos = _load_photos()
+    photos = _load_photos(exclude_photos)
     rng = np.random.default_rng([seed, 7])
     root = Path(root)
     (root / "data.yaml").parent.mkdir(parents=True, exist_ok=True)
