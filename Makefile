@@ -1,13 +1,16 @@
 # secure-data: two set-up commands.
 #   make demo [SOURCE=<yolo dataset dir>] [CONF='<json params>'] [EXECUTOR=celery]   run the whole chain end to end
 #        (EXECUTOR=celery: Redis + PostgreSQL from Debian, three Celery workers: sanitize, gpu, train)
-#   make test                                run the whole test suite
+#   make test [TEST_WORKERS=n]               run the whole test suite (n pytest-xdist processes, default 2)
 # Both create a project-local virtualenv (.venv) on first use and reuse it afterwards.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist processes for `make test` (one test file stays in one process: module fixtures such as a
+# live Airflow + OpenBao lab run once); 0 runs everything in the calling process.
+TEST_WORKERS ?= 2
 export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
@@ -28,7 +31,7 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	sh scripts/system-deps.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache out .pytest_cache .ruff_cache
