@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: generated 160 px scenes (seed {args.seed}), ART BadDet ODA, logo blended at 0.5, "
           f"{args.rate:.0%} of train; one process" + (f"; reference: revision {args.reference}" if ref else ""))
     print()
-    head = "| images | carriers | image pass s | blended_patch s | repeated_patch s | trigger_patch s | whole analysis s |"
+    head = "| images | carriers | named by blended_patch (true / other) | image pass s | blended_patch s | repeated_patch s | trigger_patch s | whole analysis s |"
     if ref:
         head += f" blended_patch @{args.reference} s | repeated_patch @{args.reference} s | identical findings |"
     print(head)
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             _, t_t = _timed(check_triggers, samples, feats, groups, seeds, config, {})
             pixels.grays.close()
             _, t_all = _timed(analyse, str(ds.root), samples, config)
-            row = (f"| {n} | {len(ds.poisoned)} | {t_pass:.2f} | {t_b:.2f} | {t_r:.2f} | {t_t:.2f} | {t_all:.2f} |")
+            named = {k for f in fb for k in f.suspects}
+            row = (f"| {n} | {len(ds.poisoned)} | {len(named & ds.poisoned)} / {len(named - ds.poisoned)} | {t_pass:.2f} | {t_b:.2f} | {t_r:.2f} | {t_t:.2f} | {t_all:.2f} |")
             if ref:
                 rb, t_rb = _timed(ref[0].check_blended_patches, samples, feats, groups, config, {}, seeds)
                 rr, t_rr = _timed(ref[1].check_repeated_patches, samples, feats, groups, config, {}, seeds)
