@@ -58,7 +58,7 @@ def run_outside(args, argv) -> int:
         detector = DetectorCache(with_model, names)
     n_train = int(round(args.images * 0.8))
     n_val = args.images - n_train
-    excluded = _excluded_photos(args)
+    excluded = frozenset() if getattr(args, "photos_all", False) else model_negative_photos()
     rates = args.rates
     art_attacks = args.art_attacks or list(ART_ATTACKS)
     transforms = args.transforms or list(COPY_TRANSFORMS)
@@ -115,7 +115,7 @@ def run_outside(args, argv) -> int:
                 evaluate(ds.root, tmp / f"w-{tag}", ds.poisoned,
                          {"source": source, "attack": attack, "variant": variant, "rate": rate,
                           "poisoned": len(ds.poisoned)})
-    _print(rows, args, argv, model, sha)
+    _print(rows, args, argv, model, sha, excluded)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, sort_keys=True, default=str))
     return 0
@@ -137,12 +137,7 @@ def _row_line(r: dict) -> str:
             + " | ".join(cells) + f" | {r['checks']} |")
 
 
-def _excluded_photos(args) -> frozenset[str]:
-    return frozenset() if getattr(args, "photos_all", False) else model_negative_photos()
-
-
-def _print(rows, args, argv, model, sha) -> None:
-    excluded = _excluded_photos(args)
+def _print(rows, args, argv, model, sha, excluded: frozenset[str]) -> None:
     n = args.images
     print(f"# poisoning vs attacks nobody here wrote, beside peers  {dt.datetime.now().isoformat(timespec='seconds')}")
     print(f"# machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
