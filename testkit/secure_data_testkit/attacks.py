@@ -385,9 +385,16 @@ def model_negative_photos() -> frozenset[str]:
     negatives (``secure_data_testkit.models.NEGATIVE_PHOTOS``, scikit-image data names)."""
     from secure_data_testkit.models import NEGATIVE_PHOTOS
 
-    files = {"stereo_motorcycle": "motorcycle_left.png", "hubble_deep_field": "hubble_deep_field.jpg",
-             "retina": "retina.jpg"}
-    return frozenset(files.get(n, f"{n}.png") for n in NEGATIVE_PHOTOS)
+    return frozenset(_SKIMAGE_FILES[n] for n in NEGATIVE_PHOTOS)  # KeyError: a new negative needs its file here
+
+
+# scikit-image data function -> the file it loads (the names differ: colorwheel() is color.png)
+_SKIMAGE_FILES = {
+    "brick": "brick.png", "gravel": "gravel.png", "grass": "grass.png", "stereo_motorcycle": "motorcycle_left.png",
+    "hubble_deep_field": "hubble_deep_field.jpg", "coins": "coins.png", "page": "page.png", "text": "text.png",
+    "moon": "moon.png", "immunohistochemistry": "ihc.png", "retina": "retina.jpg", "cell": "cell.png",
+    "colorwheel": "color.png",
+}
 
 
 def _load_photos(exclude: Collection[str] = ()):
