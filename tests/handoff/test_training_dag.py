@@ -11,14 +11,22 @@ from secure_data_testkit.airflow_env import REPO_ROOT
 from secure_data_testkit.vault_fixtures import vault_connection_env
 
 
-def _scratch_dirs() -> set[str]:
-    shm = Path("/dev/shm")
-    return {p.name for p in shm.glob("secure-data-*")} if shm.is_dir() else set()
-
-
 def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, openbao, vault, sanitizer_ks,
                                                                 small_dataset, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
+
+    from secure_data.handoff import consumer
+
+    # The scratch directories this run made (counting /dev/shm/secure-data-* raced with other test
+    # processes' training runs under pytest-xdist).
+    made: list[Path] = []
+    real_scratch = consumer.make_private_scratch
+
+    def recording_scratch(*args, **kwargs):
+        made.append(real_scratch(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(consumer, "make_private_scratch", recording_scratch)
 
     for name, value in vault_connection_env(openbao, "trainer").items():
         monkeypatch.setenv(name, value)
@@ -31,10 +39,10 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "secure_training.py"))
     assert bag.import_errors == {}
     dag = bag.get_dag("secure_training")
-    before = _scratch_dirs()
     run = dag.test(run_conf={"package_uri": info.uri, "package_id": info.package_id})
     assert run.state == "success"
-    assert _scratch_dirs() == before, "the decrypted scratch directory was not wiped"
+    assert made, "the training task decrypted nowhere"
+    assert not [p for p in made if p.exists()], "the decrypted scratch directory was not wiped"
 
     db = sqlite3.connect(airflow_home / "airflow.db")
     (raw,) = db.execute("select value from xcom where dag_id='secure_training' and run_id=? and task_id='train' "
@@ -56,6 +64,19 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
 def test_training_dag_refuses_a_package_of_another_id(airflow_home, openbao, vault, sanitizer_ks, small_dataset,
                                                        tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
+
+    from secure_data.handoff import consumer
+
+    # The scratch directories this run made (counting /dev/shm/secure-data-* raced with other test
+    # processes' training runs under pytest-xdist).
+    made: list[Path] = []
+    real_scratch = consumer.make_private_scratch
+
+    def recording_scratch(*args, **kwargs):
+        made.append(real_scratch(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(consumer, "make_private_scratch", recording_scratch)
 
     for name, value in vault_connection_env(openbao, "trainer").items():
         monkeypatch.setenv(name, value)
