@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -478,7 +479,8 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     source = lab.dataset("token-revoked")
     run_id = lab.trigger(source)
     lab.wait_task(run_id, "preflight", lambda t: t["state"] == "success", timeout=timeout)
-    revoked_after_preflight = _revoke_all(lab, SANITIZER)
+    revoked_by_admin = _revoke_all(lab, SANITIZER)
+    revoked_after_preflight = len(revoked_by_admin)
     known = lab.accessors(SANITIZER)
     # Watch for the handoff's login and revoke that token at once: the task is then mid-way.
     watcher = _TokenRevoker(lab, SANITIZER, known)
@@ -489,13 +491,27 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
         watcher.stop()
     ti = lab.task(run_id, "handoff")
     log = lab.log_of(run_id, "handoff", ti["try_number"])
-    relogin = _log_lines(log, "logging in again", "was rejected")
+    relogin = _log_lines(log, "logging in again", "was rejected", limit=100)
     logins = _log_lines(log, "Vault login #", limit=100)
+    # Which token each login got (the session logs token_ref(accessor)), and which tokens were revoked
+    # (the admin's sweep after preflight can also catch the handoff's first token when the handoff has
+    # started by then on a loaded machine; the watcher then revokes its second).
+    from secure_data.vault.session import token_ref
+
+    revoked_refs = {token_ref(a) for a in (*revoked_by_admin, *watcher.revoked)}
+    login_refs = [m.group(1) for line in logins if (m := _TOKEN_REF.search(line))]
     c.that(revoked_after_preflight >= 1, "no live sanitizer token to revoke after preflight")
     c.that(run["state"] == "success", f"run ended {run['state']} after its tokens were revoked")
     c.that(logins, "the handoff's log shows no Vault login")
-    c.that(len(logins) <= 1 + len(watcher.revoked),
-           f"{len(logins)} logins in the handoff for {len(watcher.revoked)} token(s) revoked during it")
+    c.that(len(login_refs) == len(logins), f"a login line names no token ref: {logins}")
+    # One new login per dead token: every login but the last replaced a token that was revoked. A ref
+    # "?" is a token already dead at its first lookup-self (revoked between login and lookup: the
+    # session warns "cannot look itself up"); only the scenario revokes tokens here.
+    unrevoked = [ref for ref in login_refs[:-1] if ref not in revoked_refs and ref != "?"]
+    c.that(not unrevoked, f"{len(logins)} logins in the handoff, but the token(s) {unrevoked} they replaced "
+                          f"were never revoked ({len(revoked_refs)} revoked: {sorted(revoked_refs)})")
+    known_refs = [ref for ref in login_refs if ref != "?"]
+    c.that(len(set(known_refs)) == len(known_refs), f"a login line repeats a token: {login_refs}")
     how = ("revoked mid-task, re-login seen in the log" if relogin else
            "handoff's token revoked after its last Vault call or before it logged in: fresh login per task")
     observed = (f"revoked {revoked_after_preflight} token(s) after preflight and {len(watcher.revoked)} handoff "
@@ -504,8 +520,9 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
                    {"run_id": run_id, "revoked_after_preflight": revoked_after_preflight,
                     "revoked_during_handoff": len(watcher.revoked), "revoker_errors": watcher.errors[:5],
-                    "relogin_lines": relogin,
-                    "login_lines": logins})
+                    "relogin_lines": relogin, "login_lines": logins, "login_refs": login_refs,
+                    "revoked_refs": sorted(revoked_refs),
+                    "handoff_tokens_revoked": sum(ref in revoked_refs or ref == "?" for ref in login_refs)})
 
 
 def scenario_credentials_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
@@ -538,10 +555,10 @@ def scenario_credentials_revoked(lab: FaultLab, *, timeout: float = 900) -> Outc
     c.that(creds.secret_id not in log, "the secret_id appears in the task log")
     c.that(not events_while_failed, "an Asset event was emitted by the failed try")
     c.that(restored and run["state"] == "success", f"after restoring the secret_id the run ended {run['state']}")
-    observed = (f"secret_id destroyed + {revoked} token(s) revoked; handoff try {failed['try_number']} "
+    observed = (f"secret_id destroyed + {len(revoked)} token(s) revoked; handoff try {failed['try_number']} "
                 f"{failed['state']}: {_short(errors[0], 200) if errors else '-'}; secret_id restored -> run {run['state']}")
     return Outcome(name, expected, observed, _elapsed(start), tuple(c.failures),
-                   {"run_id": run_id, "errors": errors, "revoked": revoked})
+                   {"run_id": run_id, "errors": errors, "revoked": len(revoked)})
 
 
 def scenario_sigkill_anonymize(lab: FaultLab, *, timeout: float = 900, compare_with: str | None = None) -> Outcome:
@@ -777,14 +794,17 @@ def scenario_load(lab: FaultLab, *, runs: int = 8, timeout: float = 2400) -> Out
 # ------------------------------------------------------------------------------------------ token helpers
 
 
-def _revoke_all(lab: FaultLab, role: str) -> int:
-    """Revoke every live token of ``role``'s AppRole logins (``auth/token/revoke-accessor``)."""
-    count = 0
-    for accessor in lab.accessors(role):
+def _revoke_all(lab: FaultLab, role: str) -> list[str]:
+    """Revoke every live token of ``role``'s AppRole logins (``auth/token/revoke-accessor``); their accessors."""
+    revoked = []
+    for accessor in sorted(lab.accessors(role)):
         with contextlib.suppress(Exception):  # expired or revoked meanwhile
             lab.root_client.auth.token.revoke_accessor(accessor)
-            count += 1
-    return count
+            revoked.append(accessor)
+    return revoked
+
+
+_TOKEN_REF = re.compile(r"token ref ([0-9a-f]{12}|\?)\)")
 
 
 class _TokenRevoker:

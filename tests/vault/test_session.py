@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ from secure_data.vault.connection import connection_env_for
 from secure_data.vault.errors import VaultTokenError
 from secure_data.vault.keyservice import VaultKeyService
 from secure_data.vault.ops import VaultOps
-from secure_data.vault.session import VaultSession, shared_sessions
+from secure_data.vault.session import VaultSession, shared_sessions, token_ref
 from secure_data_testkit.vault_fixtures import accessors_of, logins_on_server
 
 
@@ -62,17 +63,29 @@ def test_logs_in_again_when_max_ttl_is_reached(openbao, root_client, fresh_role)
     session.close()
 
 
-def test_revoked_approle_token_triggers_one_new_login(openbao, root_client, fresh_role):
+def test_revoked_approle_token_triggers_one_new_login(openbao, root_client, fresh_role, caplog):
     creds = fresh_role("sanitizer")
     session = VaultSession.for_approle(openbao.url, creds.role_id, creds.secret_id)
     ops = VaultOps(session)
-    ops.generate_data_key("secure-data-datakey")
-    (old,) = accessors_of(root_client, creds.role)
-    root_client.auth.token.revoke_accessor(old)
+    with caplog.at_level(logging.INFO, logger="secure_data.vault.session"):
+        ops.generate_data_key("secure-data-datakey")
+        (old,) = accessors_of(root_client, creds.role)
+        root_client.auth.token.revoke_accessor(old)
 
-    ops.generate_data_key("secure-data-datakey")  # transparently logs in again
+        ops.generate_data_key("secure-data-datakey")  # transparently logs in again
     new = accessors_of(root_client, creds.role)
     assert session.logins == 2 and len(new) == 1 and old not in new
+    # The log says which token each login got and which one was rejected, by a reference an operator
+    # can compute from the server's accessors, never by the accessor itself.
+    (now,) = new
+    lines = [r.getMessage() for r in caplog.records]
+    logins = [ln for ln in lines if ln.startswith("Vault login #")]
+    assert len(logins) == 2, lines
+    assert logins[0].startswith("Vault login #1 ") and logins[0].endswith(f", token ref {token_ref(old)})")
+    assert logins[1].startswith("Vault login #2 ") and logins[1].endswith(f", token ref {token_ref(now)})")
+    assert [ln for ln in lines if "was rejected" in ln] == [
+        f"Vault token for AppRole '{creds.role}' was rejected (token ref {token_ref(old)}); logging in again"]
+    assert not any(old in ln or now in ln for ln in caplog.text.splitlines())
     session.close()
 
 

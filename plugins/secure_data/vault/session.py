@@ -128,6 +128,7 @@ class VaultSession:
         self._expires_at: float | None = None  # our deadline, a little earlier; None = no expiry
         self._renew_at: float | None = None
         self._renew_increment = 0
+        self._login_ref = "?"  # token_ref() of the current token's accessor (logged with each login)
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -256,8 +257,8 @@ class VaultSession:
         self.logins += 1
         self._client = client
         self._load_token_facts(client)
-        log.info("Vault login #%d for %s (ttl %ss)", self.logins, self.identity,
-                 self._facts.ttl if self._facts else "?")
+        log.info("Vault login #%d for %s (ttl %ss, token ref %s)", self.logins, self.identity,
+                 self._facts.ttl if self._facts else "?", self._login_ref)
         self._start_keeper()
 
     def _load_token_facts(self, client: hvac.Client) -> None:
@@ -266,6 +267,7 @@ class VaultSession:
         try:
             data = client.auth.token.lookup_self()["data"]
         except hvac.exceptions.Forbidden as exc:
+            self._login_ref = "?"
             if self.auth_type != "token":
                 # The auth method just issued this token, so it is alive; its policy lacks
                 # lookup-self (token_no_default_policy). Work without TTL facts: no renewal,
@@ -282,6 +284,7 @@ class VaultSession:
         except Exception as exc:
             self._token_call_failed(exc)  # raises, except at the max TTL
             return None
+        self._login_ref = token_ref(data.get("accessor") or "")
         role_name = (data.get("meta") or {}).get("role_name")
         if role_name and self.auth_type == "approle":
             self.identity = f"AppRole '{role_name}'"
@@ -428,7 +431,8 @@ class VaultSession:
                 # re-login per dead token, not one per request that was in flight with it.
                 client = self._client
             else:
-                log.info("Vault token for %s was rejected; logging in again", self.identity)
+                log.info("Vault token for %s was rejected (token ref %s); logging in again", self.identity,
+                         self._login_ref)
                 self._login()
                 client = self._client
         try:
@@ -484,6 +488,18 @@ class VaultSession:
                          path="sys/capabilities-self", op="update")
         data = resp.get("data", resp)
         return {p: list(data.get(p, [])) for p in paths}
+
+
+def token_ref(accessor: str) -> str:
+    """A log-safe reference to a token: the first 12 hex digits of SHA-256 of its *accessor*.
+
+    Neither the token nor its accessor is logged (an accessor lets a privileged caller look up or
+    revoke the token; Vault's own audit log HMACs it). An operator with ``auth/token/accessors`` can
+    compute the same reference server-side and tell which login a log line was, and whether the token
+    a task logged in again for was really revoked."""
+    import hashlib
+
+    return hashlib.sha256(accessor.encode()).hexdigest()[:12] if accessor else "?"
 
 
 def _server_reason(exc: Exception) -> str:
