@@ -475,6 +475,7 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     name = "3a. sanitizer tokens revoked mid-run"
     expected = "a task whose token is gone logs in again (AppRole) and the run succeeds"
     start, c = time.monotonic(), Checks()
+    handoff_at_sweep = None
     lab.training(paused=True)
     source = lab.dataset("token-revoked")
     run_id = lab.trigger(source)
@@ -482,6 +483,10 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
     revoked_by_admin = _revoke_all(lab, SANITIZER)
     revoked_after_preflight = len(revoked_by_admin)
     known = lab.accessors(SANITIZER)
+    # Where the run was when the sweep ended: on a loaded machine the API can answer "preflight done"
+    # late enough that the hand-off has started (and logged in) before the sweep.
+    with contextlib.suppress(ScenarioError):
+        handoff_at_sweep = lab.task(run_id, "handoff").get("state")
     # Watch for the handoff's login and revoke that token at once: the task is then mid-way.
     watcher = _TokenRevoker(lab, SANITIZER, known)
     watcher.start()
@@ -521,7 +526,7 @@ def scenario_token_revoked(lab: FaultLab, *, timeout: float = 900) -> Outcome:
                    {"run_id": run_id, "revoked_after_preflight": revoked_after_preflight,
                     "revoked_during_handoff": len(watcher.revoked), "revoker_errors": watcher.errors[:5],
                     "relogin_lines": relogin, "login_lines": logins, "login_refs": login_refs,
-                    "revoked_refs": sorted(revoked_refs),
+                    "revoked_refs": sorted(revoked_refs), "handoff_state_at_sweep": handoff_at_sweep,
                     "handoff_tokens_revoked": sum(ref in revoked_refs or ref == "?" for ref in login_refs)})
 
 

@@ -9,6 +9,8 @@ once, credentials revoked, two same-source runs without a kill) run in
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from secure_data_testkit import faults
@@ -116,7 +118,9 @@ def test_two_runs_on_one_source_and_output_root_at_once_stay_apart(lab, sigkill)
 def test_run_survives_its_vault_tokens_being_revoked_mid_run(token_revoked):
     ev = token_revoked.evidence
     assert ev["revoked_after_preflight"] >= 1
-    assert token_revoked.ok, token_revoked.failures
+    # The whole evidence in the message (login lines with their token refs, revoked refs, revoker
+    # errors): pytest shortens the Outcome's repr, and a CI failure must be readable on its own.
+    assert token_revoked.ok, json.dumps({"failures": token_revoked.failures, "evidence": ev}, indent=1, default=str)
     # One new login per revoked token at most: a revoked token never makes the task loop on logins.
     # Judged by the server's accessors: each login line names its token (token_ref of the accessor).
     assert len(ev["login_lines"]) <= 1 + ev["handoff_tokens_revoked"], (ev["login_lines"], ev["revoked_refs"])
