@@ -269,6 +269,38 @@ def test_layout_proposal_needs_frames_that_cover_each_other():
     assert frame_overlap((1, 0, 0.5, 0, 1, 0)) == pytest.approx(0.5)  # shifted by half a frame
 
 
+def test_scaled_crop_of_a_photograph_with_half_the_orb_evidence_is_verified_under_orbs_transform(tmp_path):
+    """A val image that is a 5 %-per-side crop of a train photograph, resized back to full frame: ORB finds 34
+    agreeing inliers (the threshold is 40) and the thumbnail's shift search cannot align a *scaled* copy
+    (0.935), so the code before dropped it (the benchmark's one missed crop leak on photographs, seed 0). The
+    thumbnail judged under ORB's own transform agrees (0.98+); a half-frame view of the same photograph,
+    which ORB also links, stays out: its frames do not cover each other."""
+    import cv2
+
+    from secure_data.poisoning.duplicates import frame_overlap, thumbnail_match, transform_match, verify_pair
+    from secure_data_testkit.attacks import make_photo_dataset, model_negative_photos
+
+    config = PoisoningConfig()
+    root = make_photo_dataset(tmp_path / "ph", n_train=121, n_val=0, seed=0, exclude_photos=model_negative_photos())
+    src = (root / "images/train/train_00120.jpg").read_bytes()
+    data, _ = near_copy(src, [], "crop", np.random.default_rng(0), crop_max=0.05)
+    a = cv2.imdecode(np.frombuffer(src, np.uint8), cv2.IMREAD_GRAYSCALE)
+    b = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    inliers, transform = verify_pair(a, b, mirrored=False, min_inliers=config.dup_min_inliers)
+    assert config.dup_min_inliers // 2 <= inliers < config.dup_min_inliers  # what made it a partial case
+    assert thumbnail_match(a, b, mirrored=False)[0] < config.dup_min_correlation
+    assert transform_match(a, b, transform) >= config.dup_min_correlation + 0.01
+    # a view of the same photograph shifted by a third of the frame: same pixels, frames not covering
+    h, w = a.shape
+    view = cv2.resize(a[:, w // 3:], (w, h), interpolation=cv2.INTER_AREA)
+    images = {0: a, 1: b, 2: view}
+    kept = verify_edges([DupEdge(0, 1, "near", 14, False, proposal="layout", similarity=0.8),
+                         DupEdge(0, 2, "near", 20, False, proposal="layout", similarity=0.7)], images.get, config)
+    assert [(e.a, e.b) for e in kept] == [(0, 1)], kept
+    assert kept[0].overlap >= config.leak_min_overlap and kept[0].correlation >= config.dup_min_correlation
+    assert frame_overlap(kept[0].transform) == pytest.approx(kept[0].overlap, abs=1e-3)
+
+
 def test_shared_background_with_different_objects_is_not_a_leak():
     from secure_data.dataset.manifest import FileRecord
     from secure_data.poisoning.duplicates import check_duplicates, duplicate_groups

@@ -399,6 +399,31 @@ def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[flo
     return score, tuple(round(float(v), 5) for v in transform)
 
 
+def transform_match(gray_a, gray_b, transform: Sequence[float]) -> float:
+    """Zero-mean normalised correlation of 64x64 thumbnails after carrying b onto a by ``transform``
+    (a b -> a normalised affine, mirror included), over the part of a that b's frame covers.
+
+    :func:`thumbnail_match` only searches shifts; a crop resized back to full frame is a *scaled* copy.
+    Here the thumbnail judges ORB's own transform: pixel for pixel, a copy agrees under it, while two
+    pictures that share a few keypoints do not. 0.0 when b covers less than half of a's thumbnail.
+    """
+    import cv2
+    import numpy as np
+
+    ta, tb = _thumb(gray_a), _thumb(gray_b)
+    t = np.float32(transform).reshape(2, 3)
+    m = np.float32([[t[0, 0], t[0, 1], t[0, 2] * _THUMB], [t[1, 0], t[1, 1], t[1, 2] * _THUMB]])
+    moved = cv2.warpAffine(tb, m, (_THUMB, _THUMB), flags=cv2.INTER_LINEAR, borderValue=0)
+    cover = cv2.warpAffine(np.ones_like(tb), m, (_THUMB, _THUMB), flags=cv2.INTER_NEAREST, borderValue=0)
+    cover = cv2.erode(cover, np.ones((3, 3), np.uint8)) > 0.5  # not the interpolated rim
+    if cover.mean() < 0.5:
+        return 0.0
+    a, b = ta[cover], moved[cover]
+    a, b = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 1e-6 else 0.0
+
+
 # Half the ORB inliers plus the thumbnail: the thumbnail must clear the non-copy ceiling with a margin
 # (generated look-alikes, one drawn object at the same place on a flat background, reach 0.971-0.972 with
 # 20-22 agreeing inliers; colour-shifted copies 0.985+)
@@ -477,9 +502,20 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
         score, shift = thumbnail_match(ga, gb, mirrored=e.mirrored) if ask else (0.0, None)
         # half the ORB evidence counts only where ORB's transform and the thumbnail shift agree (two judges,
         # one transform); flat generated backgrounds let unrelated thumbnails correlate up to 0.97
-        partial = partial and shift is not None and _same_transform(transform, shift) \
+        agreed = partial and shift is not None and _same_transform(transform, shift) \
             and score >= config.dup_min_correlation + _PARTIAL_MARGIN
-        confirmed = (low_texture or partial) and score >= config.dup_min_correlation
+        confirmed = (low_texture or agreed) and score >= config.dup_min_correlation
+        if partial and not confirmed:
+            # A crop resized back to full frame is a scaled copy, which a shift cannot align: ask the
+            # thumbnail under ORB's own transform instead (still two judges, one transform), and for a
+            # layout proposal the frames must cover each other as for a full ORB confirmation.
+            warped = transform_match(ga, gb, transform)
+            overlap = frame_overlap(transform)
+            if warped >= config.dup_min_correlation + _PARTIAL_MARGIN and \
+                    (e.proposal != "layout" or overlap >= config.leak_min_overlap):
+                kept.append(replace(e, inliers=inliers, transform=transform, correlation=round(warped, 4),
+                                    overlap=round(overlap, 3) if e.proposal == "layout" else None))
+                continue
         if confirmed or e.distance == 0:
             overlap = round(frame_overlap(shift), 3) if confirmed and e.proposal == "layout" else None
             kept.append(replace(e, inliers=inliers, transform=shift if confirmed else None,
