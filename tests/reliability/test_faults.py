@@ -121,9 +121,9 @@ def test_run_survives_its_vault_tokens_being_revoked_mid_run(token_revoked):
     # The whole evidence in the message (login lines with their token refs, revoked refs, revoker
     # errors): pytest shortens the Outcome's repr, and a CI failure must be readable on its own.
     assert token_revoked.ok, json.dumps({"failures": token_revoked.failures, "evidence": ev}, indent=1, default=str)
-    # One new login per revoked token at most: a revoked token never makes the task loop on logins.
+    # One new login per dead token at most: a revoked token never makes the task loop on logins.
     # Judged by the server's accessors: each login line names its token (token_ref of the accessor).
-    assert len(ev["login_lines"]) <= 1 + ev["handoff_tokens_revoked"], (ev["login_lines"], ev["revoked_refs"])
+    assert len(ev["login_lines"]) <= 1 + ev["handoff_tokens_dead"], (ev["login_lines"], ev["revoked_refs"])
 
 
 # ----------------------------------------------------------------------------- 4. disk full
