@@ -264,10 +264,10 @@ class VaultSession:
     def _load_token_facts(self, client: hvac.Client) -> None:
         import hvac.exceptions
 
+        self._login_ref = "?"  # until this token's own lookup names it: never the previous token's ref
         try:
             data = client.auth.token.lookup_self()["data"]
         except hvac.exceptions.Forbidden as exc:
-            self._login_ref = "?"
             if self.auth_type != "token":
                 # The auth method just issued this token, so it is alive; its policy lacks
                 # lookup-self (token_no_default_policy). Work without TTL facts: no renewal,
