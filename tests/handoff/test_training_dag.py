@@ -6,19 +6,19 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from secure_data.handoff.package import build_package, sources_from_directory
 from secure_data_testkit.airflow_env import REPO_ROOT
 from secure_data_testkit.vault_fixtures import vault_connection_env
 
 
-def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, openbao, vault, sanitizer_ks,
-                                                                small_dataset, tmp_path, monkeypatch):
-    from airflow.dag_processing.dagbag import DagBag
-
+@pytest.fixture
+def scratch_made(monkeypatch) -> list[Path]:
+    """The scratch directories this test's training run made (counting /dev/shm/secure-data-* raced with
+    other test processes' training runs under pytest-xdist)."""
     from secure_data.handoff import consumer
 
-    # The scratch directories this run made (counting /dev/shm/secure-data-* raced with other test
-    # processes' training runs under pytest-xdist).
     made: list[Path] = []
     real_scratch = consumer.make_private_scratch
 
@@ -27,6 +27,12 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
         return made[-1]
 
     monkeypatch.setattr(consumer, "make_private_scratch", recording_scratch)
+    return made
+
+
+def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, openbao, vault, sanitizer_ks,
+                                                                small_dataset, tmp_path, monkeypatch, scratch_made):
+    from airflow.dag_processing.dagbag import DagBag
 
     for name, value in vault_connection_env(openbao, "trainer").items():
         monkeypatch.setenv(name, value)
@@ -41,8 +47,8 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
     dag = bag.get_dag("secure_training")
     run = dag.test(run_conf={"package_uri": info.uri, "package_id": info.package_id})
     assert run.state == "success"
-    assert made, "the training task decrypted nowhere"
-    assert not [p for p in made if p.exists()], "the decrypted scratch directory was not wiped"
+    assert scratch_made, "the training task decrypted nowhere"
+    assert not [p for p in scratch_made if p.exists()], "the decrypted scratch directory was not wiped"
 
     db = sqlite3.connect(airflow_home / "airflow.db")
     (raw,) = db.execute("select value from xcom where dag_id='secure_training' and run_id=? and task_id='train' "
@@ -64,19 +70,6 @@ def test_training_dag_trains_on_the_package_and_reports_its_id(airflow_home, ope
 def test_training_dag_refuses_a_package_of_another_id(airflow_home, openbao, vault, sanitizer_ks, small_dataset,
                                                        tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
-
-    from secure_data.handoff import consumer
-
-    # The scratch directories this run made (counting /dev/shm/secure-data-* raced with other test
-    # processes' training runs under pytest-xdist).
-    made: list[Path] = []
-    real_scratch = consumer.make_private_scratch
-
-    def recording_scratch(*args, **kwargs):
-        made.append(real_scratch(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(consumer, "make_private_scratch", recording_scratch)
 
     for name, value in vault_connection_env(openbao, "trainer").items():
         monkeypatch.setenv(name, value)
