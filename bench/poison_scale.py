@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             fb, t_b = _timed(blended.check_blended_patches, samples, feats, groups, config, {}, seeds)
             fr, t_r = _timed(patches.check_repeated_patches, samples, feats, groups, config, {}, seeds)
             _, t_t = _timed(check_triggers, samples, feats, groups, seeds, config, {})
-            pixels.grays.close()
+            pixels.close()
             _, t_all = _timed(analyse, str(ds.root), samples, config)
             named = {k for f in fb for k in f.suspects}
             row = (f"| {n} | {len(ds.poisoned)} | {len(named & ds.poisoned)} / {len(named - ds.poisoned)} | {t_pass:.2f} | {t_b:.2f} | {t_r:.2f} | {t_t:.2f} | {t_all:.2f} |")

@@ -171,8 +171,11 @@ def _voted_translations(pair_id, bx, by, need: int):
     return pair[rank], u[rank], v[rank]
 
 
-def matched_regions(feats: Sequence[SampleFeatures], docs: Sequence[int], config: PoisoningConfig) -> list[dict]:
-    """Links between regions of two images that hold one rigid picture at some translation."""
+def matched_regions(feats: Sequence[SampleFeatures], docs: Sequence[int], config: PoisoningConfig,
+                    only: set[int] | None = None) -> list[dict]:
+    """Links between regions of two images that hold one rigid picture at some translation.
+
+    ``only``: sample indices; when given, only pairs with at least one image among them are linked."""
     import numpy as np
 
     codes, img, xs, ys = [], [], [], []
@@ -192,6 +195,10 @@ def matched_regions(feats: Sequence[SampleFeatures], docs: Sequence[int], config
     xs, ys = np.concatenate(xs).astype(np.float64), np.concatenate(ys).astype(np.float64)
     doc_of = np.asarray(docs, np.int64)[img_of]
     ia, ib = _candidate_pairs(code, doc_of, config.blend_max_bucket)
+    if only is not None and len(ia):
+        chosen = np.isin(img_of, np.fromiter(only, np.int64, len(only)))
+        keep = chosen[ia] | chosen[ib]
+        ia, ib = ia[keep], ib[keep]
     if not len(ia):
         return []
     swap = img_of[ia] > img_of[ib]  # every match from the lower image index to the higher

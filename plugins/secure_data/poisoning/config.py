@@ -39,6 +39,7 @@ CHECKS = (
     "detector_class_conflict",  # optional (backbone_model): the model confidently sees another class
     "repeated_patch",  # one small picture pasted into many unrelated images, wherever it sits (any labels)
     "blended_patch",  # one picture, opaque or blended, at varying positions: colour block codes, rigid geometry
+    "trigger_search",  # a picture flagged images share, searched for in every image (template scan)
 )
 
 # Checks that run only with a backbone_model (left out of to_dict() while it is off, see below).
@@ -70,6 +71,7 @@ DEFAULT_ACTIONS: Mapping[str, str] = {
     "repeated_patch": QUARANTINE,
     # warn: beside an opaque-trigger attack of the test suite it also named 3 clean images (chance links)
     "blended_patch": WARN,
+    "trigger_search": QUARANTINE,
 }
 
 
@@ -82,7 +84,7 @@ POLICY_GROUPS: Mapping[str, tuple[str, ...]] = {
     "drift_policy": ("distribution_drift",),
     "backbone_policy": ("feature_outlier",),
     "presence_policy": ("unlabelled_object", "phantom_box", "detector_class_conflict"),
-    "patch_policy": ("repeated_patch", "blended_patch"),
+    "patch_policy": ("repeated_patch", "blended_patch", "trigger_search"),
 }
 
 
@@ -216,6 +218,18 @@ class PoisoningConfig:
     blend_popular_docs: int = 5  # a code counts in a link only if the links it is part of span this many documents
     blend_min_partners: float = 2.0  # mean partner images per carrier of a pattern (chance links form chains)
 
+    # trigger search (search.py): a picture shared by flagged images (seeds), scanned for in every image
+    search_min_seeds: int = 2  # seeds a confirmed group must hold (0: off)
+    search_min_matches: int = 4  # colour codes at one translation that make a seed's link a candidate
+    search_max_candidates: int = 64  # scans of the whole set at most (each is linear in the images)
+    search_z: float = 6.0  # robust z of a template's best score in an image, over all images
+    search_max_coherence: float = 0.45  # structure-tensor coherence above this: a stroke or an edge, not a picture
+    # the group's flagged images must be this unlikely at the set's flag rate (binomial tail): a trigger is
+    # where the flags are; a shared scene or texture holds flagged images only by chance
+    search_enrichment_p: float = 1e-3
+    search_highpass: float = 6.0  # Gaussian sigma (search-map pixels) of the low frequencies removed
+    search_max_side: int = 256  # search maps (int8 Lab, in a temporary file) are at most this many pixels a side
+
     workers: int = 1  # processes for per-sample feature extraction (1: in-process)
     seed: int = 0  # for the template sample; the stage is deterministic
 
@@ -245,6 +259,12 @@ class PoisoningConfig:
             raise ValueError("max_boxes_per_image must be >= 1")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.search_min_seeds < 0 or self.search_min_matches < 1 or self.search_max_candidates < 0 \
+                or not 0 < self.search_enrichment_p <= 1 \
+                or self.search_z <= 0 or self.search_highpass <= 0 or self.search_max_side < 16:
+            raise ValueError("trigger search: search_min_seeds >= 0, search_min_matches >= 1, "
+                             "search_max_candidates >= 0, 0 < search_enrichment_p <= 1, search_z > 0, search_highpass > 0, "
+                             "search_max_side >= 16")
         self._check_backbone()
 
     def _check_backbone(self) -> None:

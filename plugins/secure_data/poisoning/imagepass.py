@@ -72,6 +72,43 @@ class GrayStore:
         self._file.close()
 
 
+class MapStore:
+    """Search maps (int8 arrays) by sample index, raw in an unnamed temporary file."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._where: dict[int, tuple[int, tuple[int, ...]]] = {}
+
+    def put(self, index: int, arr) -> None:
+        self._file.seek(0, 2)
+        self._where[index] = (self._file.tell(), tuple(arr.shape))
+        self._file.write(arr.tobytes())
+
+    def get(self, index: int):
+        import math
+
+        import numpy as np
+
+        if index not in self._where:
+            return None
+        offset, shape = self._where[index]
+        self._file.seek(offset)
+        return np.frombuffer(self._file.read(math.prod(shape)), np.int8).reshape(shape)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Subset:
+    """A store seen through a list of indices (the checks number the readable samples 0..n-1)."""
+
+    def __init__(self, store: MapStore, indices: Sequence[int]) -> None:
+        self._store, self._indices = store, list(indices)
+
+    def get(self, index: int):
+        return self._store.get(self._indices[index])
+
+
 @dataclass
 class _Item:
     """What one worker returns for one sample."""
@@ -81,6 +118,7 @@ class _Item:
     frames: list = field(default_factory=list)  # (cls, template frame): template-sample images only
     regions: dict = field(default_factory=dict)  # box index -> fit search region: template-sample images only
     image: Any = None  # the decoded image, when the model needs it
+    search_map: Any = None  # int8 (h, w, 3): trigger search (search.py)
 
 
 def _one(job: tuple[str, Sample, PoisoningConfig, Mapping[int, Any], bool, bool]) -> _Item:
@@ -104,8 +142,13 @@ def _one(job: tuple[str, Sample, PoisoningConfig, Mapping[int, Any], bool, bool]
     feats = extract_features(sample.key, img, sample.boxes, config, templates, analysis=analysis,
                              regions=regions if template_phase else None)
     ok, png = cv2.imencode(".png", verification_gray(analysis[0]))
+    smap = None
+    if config.search_min_seeds > 0 and config.blend_min_matches > 0:
+        from secure_data.poisoning.search import search_map
+
+        smap = search_map(img, config, (analysis[0].shape[1], analysis[0].shape[0]))
     return _Item(
-        features=feats, gray_png=png.tobytes() if ok else None,
+        features=feats, gray_png=png.tobytes() if ok else None, search_map=smap,
         frames=template_frames(img, sample.boxes, config) if template_phase else [],
         regions=regions, image=img if want_image else None,
     )
@@ -117,9 +160,18 @@ class PassResult:
     grays: GrayStore  # verification thumbnails by sample index (readable samples only)
     seen: dict[str, tuple[int, int, list]]  # with the model: key -> (width, height, detections)
     box_features: tuple | None  # with the model: (refs, X, layers) in sample order
+    maps: MapStore | None = None  # trigger search maps by sample index (None: search off)
 
     def load_gray(self, index: int):
         return self.grays.get(index)
+
+    def search_maps(self, indices: Sequence[int]) -> _Subset | None:
+        return _Subset(self.maps, indices) if self.maps is not None else None
+
+    def close(self) -> None:
+        self.grays.close()
+        if self.maps is not None:
+            self.maps.close()
 
 
 class _Model:
@@ -175,6 +227,7 @@ def image_pass(
     model = _Model(config, names or {}) if config.backbone_enabled else None
     feats: list[SampleFeatures | None] = [None] * len(samples)
     grays = GrayStore()
+    maps = MapStore() if config.search_min_seeds > 0 and config.blend_min_matches > 0 else None
     chunk = max(1, config.backbone_batch) * 4 if model else _CHUNK
     pool = None
     try:
@@ -194,6 +247,8 @@ def image_pass(
                     feats[i] = item.features
                     if item.gray_png is not None:
                         grays.put(i, item.gray_png)
+                    if item.search_map is not None and maps is not None:
+                        maps.put(i, item.search_map)
                     if item.image is not None:
                         batch.append((i, samples[i], item.image))
                     keep(i, item)
@@ -230,9 +285,12 @@ def image_pass(
         result = PassResult(
             features=[f for f in feats if f is not None], grays=grays,
             seen=dict(model.seen) if model else {}, box_features=model.box_features() if model else None,
+            maps=maps,
         )
     except BaseException:
         grays.close()
+        if maps is not None:
+            maps.close()
         raise
     finally:
         if pool is not None:

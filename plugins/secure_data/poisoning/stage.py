@@ -51,6 +51,7 @@ from secure_data.poisoning.findings import Finding, make_finding, plain, write_f
 from secure_data.poisoning.imagepass import PassResult, image_pass
 from secure_data.poisoning.patches import check_repeated_patches
 from secure_data.poisoning.samples import Sample, collect_samples
+from secure_data.poisoning.search import check_trigger_search
 from secure_data.poisoning.triggers import check_triggers
 
 STAGE = "poisoning"
@@ -150,7 +151,7 @@ def analyse(
     try:
         return _analyse_features(samples, pixels, config, names, reference)
     finally:
-        pixels.grays.close()
+        pixels.close()
 
 
 def _analyse_features(
@@ -191,15 +192,22 @@ def _analyse_features(
     seeds = set(content_flags)
     seeds |= {k for fnd in dups if fnd.check == "duplicate_label_conflict" for k in fnd.suspects}
     seeds |= {s.key for s in s_ok if not s.boxes}
-    findings += check_triggers(s_ok, f_ok, groups, seeds, config, names)
-    findings += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
-    findings += check_blended_patches(s_ok, f_ok, groups, config, names, seeds)
+    patches = check_triggers(s_ok, f_ok, groups, seeds, config, names)
+    patches += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
+    patches += check_blended_patches(s_ok, f_ok, groups, config, names, seeds)
+    findings += patches
+    spectral: list[Finding] = []
     if config.backbone_enabled:
         # Optional: a pinned detection model's features; it does not feed the trigger seeds, so the
-        # other checks report the same with it on or off.
+        # checks above report the same with it on or off.
         from secure_data.poisoning.spectral import check_feature_outliers
 
-        findings += check_feature_outliers(pixels.box_features, config, names)
+        spectral = check_feature_outliers(pixels.box_features, config, names)
+        findings += spectral
+    # Everything named so far (plain same-label duplicates aside) seeds the trigger search.
+    flagged = set(content_flags) | {k for fnd in (*dups, *patches, *spectral) if fnd.check != "duplicate"
+                                    for k in fnd.suspects}
+    findings += check_trigger_search(s_ok, f_ok, groups, flagged, pixels.search_maps(ok), config, names)
 
     drift_results: list[dict] = []
     if reference is not None:

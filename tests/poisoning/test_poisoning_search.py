@@ -1,0 +1,101 @@
+"""``trigger_search``: a picture that flagged images share, searched for in every image (issue 14).
+
+Before it, IBM ART's BadDet global misclassification with a blended trigger at 5 % on the generated
+scenes was found at 4 of 10 carriers (BENCHMARKS.md): the four whose labels the attack changed. The six
+whose objects were already of the target class carry the logo and no label evidence, and link to too few
+others for ``blended_patch``. The tests run the attack through the whole stage, as a user would.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from secure_data.poisoning import PoisoningConfig
+from secure_data.poisoning.search import CHECK, coherence
+from secure_data_testkit.attacks import inject_art_attack, make_clean_dataset
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return make_clean_dataset(tmp_path_factory.mktemp("search") / "clean", n_train=160, n_val=40, size=160, seed=0)
+
+
+def test_blended_global_misclassification_at_5_percent_is_found(scenes, tmp_path, screen):
+    ds = inject_art_attack(scenes, tmp_path / "gma", attack="baddet_gma", rate=0.05, trigger="blended",
+                           trigger_picture="logo", trigger_px=12, seed=0)
+    assert len(ds.poisoned) == 10
+    s = screen(ds.root)
+    named = s.suspects()
+    assert len(named & ds.poisoned) >= 9, f"missed {sorted(ds.poisoned - named)}"  # 4 before the search
+    found = s.suspects(CHECK)
+    assert found <= ds.poisoned, f"clean images named: {sorted(found - ds.poisoned)}"
+    others = {k for f in s.findings if f["check"] != CHECK for k in f["suspects"]}
+    assert len(found - others) >= 3, "the search must find carriers no other check names"
+    f = next(f for f in s.findings if f["check"] == CHECK)
+    assert f["action"] == "quarantine"
+    occ = {o["sample"]: o for o in f["evidence"]["occurrences"]}
+    assert set(occ) == set(f["suspects"])
+    # evidence: which carriers were seeds, how far each found one stands out, where the picture is
+    assert f["evidence"]["seeds_in_group"] >= PoisoningConfig().search_min_seeds
+    unseeded = [o for o in occ.values() if not o["seed"]]
+    assert unseeded and all(o["z"] > PoisoningConfig().search_z for o in occ.values())
+    assert all(t["seeds_by_chance_p"] <= PoisoningConfig().search_enrichment_p for t in f["evidence"]["templates"])
+    assert all(0 <= o["region"][0] < o["region"][2] <= 1 for o in occ.values())
+    quarantined = {r.sample for r in s.manifest.records if r.status == "quarantined"}
+    assert found <= quarantined
+
+
+def test_seeds_on_clean_photographs_grow_nothing(tmp_path):
+    """Crops of ten photographs share scenes at many places (a dahlia's petals, Grace Hopper's glasses,
+    the astronaut's mission patch recur at z > 6); clean images posing as seeds, up to a third of the
+    set, must not make them a trigger: the flags are not where the picture is."""
+    from secure_data.dataset.manifest import read_manifest
+    from secure_data.poisoning.duplicates import duplicate_groups, find_duplicate_edges, verify_edges
+    from secure_data.poisoning.imagepass import image_pass
+    from secure_data.poisoning.samples import collect_samples
+    from secure_data.poisoning.search import check_trigger_search
+    from secure_data.poisoning.stage import _template_sample
+    from secure_data_testkit.attacks import integrity_like_manifest, make_photo_dataset, model_negative_photos
+
+    root = make_photo_dataset(tmp_path / "photos", n_train=160, n_val=40, seed=0,
+                              exclude_photos=model_negative_photos())
+    up = integrity_like_manifest(root, tmp_path / "integrity")
+    samples = collect_samples(read_manifest(up.manifest_path, expected_digest=up.manifest_digest).records)
+    config = PoisoningConfig()
+    pixels = image_pass(str(root), samples, config, _template_sample(samples, config))
+    try:
+        feats = pixels.features
+        groups = duplicate_groups(len(samples), verify_edges(find_duplicate_edges(samples, feats, config),
+                                                             pixels.load_gray, config))
+        maps = pixels.search_maps(range(len(samples)))
+        assert maps.get(0) is not None and maps.get(0).dtype.name == "int8"
+        for step in (8, 3):  # 25 and 67 clean images as seeds
+            seeds = {s.key for s in samples[::step]}
+            assert check_trigger_search(samples, feats, groups, seeds, maps, config) == []
+        # without the enrichment test the shared scenes are reported: the test above can fail
+        lax = PoisoningConfig(search_enrichment_p=1.0)
+        assert check_trigger_search(samples, feats, groups, {s.key for s in samples[::3]}, maps, lax)
+        off = PoisoningConfig(search_min_seeds=0)
+        assert check_trigger_search(samples, feats, groups, seeds, maps, off) == []
+    finally:
+        pixels.close()
+
+
+def test_a_stroke_is_not_a_picture():
+    import numpy as np
+
+    line = np.zeros((20, 20, 3), np.float32)
+    for i in range(20):
+        line[i, max(0, i - 1):i + 2] = 40  # a diagonal stroke
+    blob = np.zeros((20, 20, 3), np.float32)
+    yy, xx = np.mgrid[:20, :20]
+    blob[(yy - 10) ** 2 + (xx - 10) ** 2 < 36] = 40  # a disc
+    blob[8:12, 4:16, 1] = -30  # with a bar across one channel
+    limit = PoisoningConfig().search_max_coherence
+    assert coherence(line) > limit > coherence(blob)
+
+
+def test_config_bounds():
+    with pytest.raises(ValueError, match="search_enrichment_p"):
+        PoisoningConfig(search_enrichment_p=0.0)
+    assert PoisoningConfig.from_dict({"search_min_seeds": "0"}).search_min_seeds == 0
