@@ -221,7 +221,7 @@ class PoisoningConfig:
     # trigger search (search.py): a picture shared by flagged images (seeds), scanned for in every image
     search_min_seeds: int = 2  # seeds a confirmed group must hold (0: off)
     search_min_matches: int = 4  # colour codes at one translation that make a seed's link a candidate
-    search_max_candidates: int = 64  # scans of the whole set at most (each is linear in the images)
+    search_max_scans: int = 24  # scans of the whole set at most (each is linear in the images)
     search_z: float = 6.0  # robust z of a template's best score in an image, over all images
     search_max_coherence: float = 0.45  # structure-tensor coherence above this: a stroke or an edge, not a picture
     # the group's flagged images must be this unlikely at the set's flag rate (binomial tail): a trigger is
@@ -259,11 +259,11 @@ class PoisoningConfig:
             raise ValueError("max_boxes_per_image must be >= 1")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        if self.search_min_seeds < 0 or self.search_min_matches < 1 or self.search_max_candidates < 0 \
+        if self.search_min_seeds < 0 or self.search_min_matches < 1 or self.search_max_scans < 0 \
                 or not 0 < self.search_enrichment_p <= 1 \
                 or self.search_z <= 0 or self.search_highpass <= 0 or self.search_max_side < 16:
             raise ValueError("trigger search: search_min_seeds >= 0, search_min_matches >= 1, "
-                             "search_max_candidates >= 0, 0 < search_enrichment_p <= 1, search_z > 0, search_highpass > 0, "
+                             "search_max_scans >= 0, 0 < search_enrichment_p <= 1, search_z > 0, search_highpass > 0, "
                              "search_max_side >= 16")
         self._check_backbone()
 

@@ -9,8 +9,8 @@ that also sits, unflagged, in other images:
 
 1. **Candidates**: links between a seed and any other image where at least ``search_min_matches``
    colour block codes agree at one translation in one compact region (``blended.matched_regions``
-   restricted to pairs with a seed; no popularity filter), strongest first, at most
-   ``search_max_candidates``.
+   restricted to pairs with a seed; no popularity filter), seed-to-seed links first, then strongest
+   first.
 2. **Template**: the mean of the two linked windows on the search map (Lab, smoothed by
    ``blend_blur``, minus its ``search_highpass`` Gaussian: a blend's background is low-frequency, the
    picture's structure is not). A one-dimensional template (structure-tensor coherence above
@@ -30,12 +30,13 @@ that also sits, unflagged, in other images:
    only at the set's rate (checked with clean images posing as seeds, tests/poisoning).
 
 Every image of a confirmed group is named with its score, z and place; groups sharing images are one
-finding. Costs one scan of the whole set per candidate scan (``search_max_candidates`` bounds them) and
+finding. Costs at most ``search_max_scans`` scans of the whole set (one or two per candidate) and
 a search map per image (int8, at most ``search_max_side`` pixels a side) in an unnamed temporary file.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from secure_data.poisoning.features import SampleFeatures
 
 CHECK = "trigger_search"
+log = logging.getLogger(__name__)
 _MAD_FLOOR = 1e-3
 
 
@@ -158,15 +160,16 @@ def check_trigger_search(
             or len(seeds) < config.search_min_seeds or n_docs < config.patch_min_images):
         return []
     loose = replace(config, blend_min_matches=config.search_min_matches, blend_popular_docs=2)
+    # links between two seeds first (a picture both flagged images hold), then by the codes that agree
     links = sorted(matched_regions(feats, docs, loose, only=seeds),
-                   key=lambda lk: (-lk["matches"], lk["a"], lk["b"]))
+                   key=lambda lk: (-(lk["a"] in seeds and lk["b"] in seeds), -lk["matches"], lk["a"], lk["b"]))
     scanner = _Scanner(maps, len(samples))
     half = config.block_px / 2
     explained: set[int] = set()
     groups: list[dict] = []
     scans = 0
     for link in links:
-        if scans >= config.search_max_candidates:
+        if scans >= config.search_max_scans:
             break
         a, b = link["a"], link["b"]
         if a in explained and b in explained:
@@ -218,6 +221,8 @@ def check_trigger_search(
         groups.append({"members": group, "seed_pair": (a, b), "template_px": (tw, th), "median": med, "mad": mad,
                        "p": p_chance,
                        "scores": {j: (round(float(scores[j]), 4), round(float(zs[j]), 2), regions[j]) for j in group}})
+    log.info("trigger_search: %d seeds, %d candidate links, %d scans of %d images, %d groups",
+             len(seeds), len(links), scans, len(samples), len(groups))
     return _findings(samples, groups, seeds, config, names, n_docs)
 
 
