@@ -83,7 +83,8 @@ def test_outputs_are_byte_identical_on_rerun(attacked, tmp_path):
 def test_fail_policy_raises_after_writing_everything(attacked, tmp_path):
     upstream = integrity_like_manifest(attacked.root, tmp_path / "integrity")
     config = PoisoningConfig().with_policies(trigger_patch="fail", class_confusion="warn", box_outlier="warn",
-                                             repeated_patch="warn")  # it names the same patch, label-free
+                                             repeated_patch="warn",  # it names the same patch, label-free
+                                             trigger_search="warn")  # and so does the search it seeds
     with pytest.raises(PoisoningCheckFailed, match="trigger_patch") as info:
         run_poisoning(upstream, RunLayout(tmp_path / "run"), config=config)
     result = info.value.result
