@@ -23,7 +23,7 @@ that also sits, unflagged, in other images:
 4. **Confirmed** when the group spans at least ``patch_min_images`` unrelated documents (duplicate
    groups) and at most ``patch_max_image_fraction`` of them; the mean of its windows (the template's
    two images left out) is itself two-dimensional; fewer than half of its matches sit inside a
-   labelled box (an object's own look); and it holds at least ``search_min_seeds`` seeds, more than
+   labelled box (an object's own look), and unflagged images matched inside one are left out; and it holds at least ``search_min_seeds`` seeds, more than
    chance allows: at the set's flag rate, that many flagged images among the group's would happen with
    probability at most ``search_enrichment_p`` (binomial tail). A trigger is where the flags are; two
    crops of one photograph, a texture or an object's part recur just as well but hold flagged images
@@ -203,6 +203,17 @@ def check_trigger_search(
         others = [w for j in sorted(group - {a, b}) if (w := scanner.window(j, places[j], th, tw)) is not None]
         if not others or coherence(sum(others) / len(others)) > config.search_max_coherence:
             continue
+        regions = {}
+        for j in group:
+            mh, mw = maps.get(j).shape[:2]
+            x, y = places[j]
+            regions[j] = (round(x / mw, 4), round(y / mh, 4), round((x + tw) / mw, 4), round((y + th) / mh, 4))
+        boxed = {j for j in group if _inside_any_box(regions[j], samples[j].boxes)}
+        if len(boxed) >= 0.5 * len(group):
+            continue  # the recurring picture is an object's own look
+        # an unflagged image matched inside one of its labelled boxes shows that object's look (a face's
+        # eyes under a trigger laid on faces); a trigger inside a labelled box is the label checks' case
+        group -= boxed - seeds
         member_docs = {docs[j] for j in group}
         if len(member_docs) < config.patch_min_images or len(member_docs) > config.patch_max_image_fraction * n_docs:
             continue
@@ -210,13 +221,6 @@ def check_trigger_search(
         p_chance = enrichment_p(len(group), in_group, len(seeds) / len(samples))
         if in_group < config.search_min_seeds or p_chance > config.search_enrichment_p:
             continue  # the flagged images are not where the picture is: a shared scene, not a trigger
-        regions = {}
-        for j in group:
-            mh, mw = maps.get(j).shape[:2]
-            x, y = places[j]
-            regions[j] = (round(x / mw, 4), round(y / mh, 4), round((x + tw) / mw, 4), round((y + th) / mh, 4))
-        if sum(_inside_any_box(regions[j], samples[j].boxes) for j in group) >= 0.5 * len(group):
-            continue  # the recurring picture is an object's own look
         explained |= group
         groups.append({"members": group, "seed_pair": (a, b), "template_px": (tw, th), "median": med, "mad": mad,
                        "p": p_chance,
