@@ -95,6 +95,19 @@ def test_a_stroke_is_not_a_picture():
     assert coherence(line) > limit > coherence(blob)
 
 
+def test_enrichment_p_is_the_binomial_tail_and_scales():
+    from math import comb
+
+    from secure_data.poisoning.search import enrichment_p
+
+    exact = sum(comb(10, i) * 0.03 ** i * 0.97 ** (10 - i) for i in range(4, 11))
+    assert enrichment_p(10, 4, 0.03) == pytest.approx(exact, rel=1e-9)
+    assert enrichment_p(10, 0, 0.03) == 1.0 and enrichment_p(3, 4, 0.5) == 0.0
+    # a group of 25,000 images (comb() would overflow a float): half flagged at a 1 % rate is no chance
+    assert enrichment_p(25_000, 12_500, 0.01) == 0.0
+    assert enrichment_p(25_000, 240, 0.01) > 0.5
+
+
 def test_config_bounds():
     with pytest.raises(ValueError, match="search_enrichment_p"):
         PoisoningConfig(search_enrichment_p=0.0)

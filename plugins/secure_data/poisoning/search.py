@@ -89,13 +89,19 @@ def coherence(t) -> float:
 
 def enrichment_p(n: int, k: int, rate: float) -> float:
     """P(at least k of n images are flagged) if flags fell on images at the set's flag rate, independently
-    of the picture (binomial upper tail)."""
-    from math import comb
+    of the picture (binomial upper tail, summed in log space: a group may hold thousands of images)."""
+    from math import exp, lgamma, log, log1p
 
     if k <= 0:
         return 1.0
-    rate = min(max(rate, 1e-9), 1.0)
-    return min(1.0, sum(comb(n, i) * rate ** i * (1 - rate) ** (n - i) for i in range(k, n + 1)))
+    if k > n:
+        return 0.0
+    rate = min(max(rate, 1e-12), 1.0)
+    if rate >= 1.0:
+        return 1.0
+    lp, lq, lfn = log(rate), log1p(-rate), lgamma(n + 1)
+    total = sum(exp(lfn - lgamma(i + 1) - lgamma(n - i + 1) + i * lp + (n - i) * lq) for i in range(k, n + 1))
+    return min(1.0, total)
 
 
 class _Scanner:
