@@ -291,6 +291,11 @@ class PoisoningConfig:
     def backbone_enabled(self) -> bool:
         return self.backbone_model is not None
 
+    @property
+    def search_enabled(self) -> bool:
+        """The trigger search runs (its candidates come from the blended check's colour codes)."""
+        return self.search_min_seeds > 0 and self.blend_min_matches > 0
+
     def action(self, check: str) -> str:
         return self.policies[check]
 

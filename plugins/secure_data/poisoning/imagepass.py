@@ -46,57 +46,60 @@ from secure_data.poisoning.samples import Sample
 _CHUNK = 256  # images per batch without the model (with it: 4 model batches)
 
 
-class GrayStore:
-    """Verification thumbnails by sample index, PNG (lossless) in an unnamed temporary file."""
+class _BlobFile:
+    """Byte strings by sample index in an unnamed temporary file (no name on disk: gone when closed or
+    when the process ends)."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()  # no name on disk: gone when closed or when the process ends
+        self._file = tempfile.TemporaryFile()
         self._where: dict[int, tuple[int, int]] = {}
 
-    def put(self, index: int, png: bytes) -> None:
+    def _put(self, index: int, data: bytes) -> None:
         self._file.seek(0, 2)
-        self._where[index] = (self._file.tell(), len(png))
-        self._file.write(png)
+        self._where[index] = (self._file.tell(), len(data))
+        self._file.write(data)
+
+    def _get(self, index: int) -> bytes | None:
+        if index not in self._where:
+            return None
+        offset, size = self._where[index]
+        self._file.seek(offset)
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class GrayStore(_BlobFile):
+    """Verification thumbnails by sample index, PNG (lossless)."""
+
+    def put(self, index: int, png: bytes) -> None:
+        self._put(index, png)
 
     def get(self, index: int):
         import cv2
         import numpy as np
 
-        if index not in self._where:
-            return None
-        offset, size = self._where[index]
-        self._file.seek(offset)
-        return cv2.imdecode(np.frombuffer(self._file.read(size), np.uint8), cv2.IMREAD_UNCHANGED)
-
-    def close(self) -> None:
-        self._file.close()
+        data = self._get(index)
+        return None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
-class MapStore:
-    """Search maps (int8 arrays) by sample index, raw in an unnamed temporary file."""
+class MapStore(_BlobFile):
+    """Search maps (int8 arrays) by sample index, raw."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()
-        self._where: dict[int, tuple[int, tuple[int, ...]]] = {}
+        super().__init__()
+        self._shapes: dict[int, tuple[int, ...]] = {}
 
     def put(self, index: int, arr) -> None:
-        self._file.seek(0, 2)
-        self._where[index] = (self._file.tell(), tuple(arr.shape))
-        self._file.write(arr.tobytes())
+        self._shapes[index] = tuple(arr.shape)
+        self._put(index, arr.tobytes())
 
     def get(self, index: int):
-        import math
-
         import numpy as np
 
-        if index not in self._where:
-            return None
-        offset, shape = self._where[index]
-        self._file.seek(offset)
-        return np.frombuffer(self._file.read(math.prod(shape)), np.int8).reshape(shape)
-
-    def close(self) -> None:
-        self._file.close()
+        data = self._get(index)
+        return None if data is None else np.frombuffer(data, np.int8).reshape(self._shapes[index])
 
 
 class _Subset:
@@ -143,7 +146,7 @@ def _one(job: tuple[str, Sample, PoisoningConfig, Mapping[int, Any], bool, bool]
                              regions=regions if template_phase else None)
     ok, png = cv2.imencode(".png", verification_gray(analysis[0]))
     smap = None
-    if config.search_min_seeds > 0 and config.blend_min_matches > 0:
+    if config.search_enabled:
         from secure_data.poisoning.search import search_map
 
         smap = search_map(img, config, (analysis[0].shape[1], analysis[0].shape[0]))
@@ -227,7 +230,7 @@ def image_pass(
     model = _Model(config, names or {}) if config.backbone_enabled else None
     feats: list[SampleFeatures | None] = [None] * len(samples)
     grays = GrayStore()
-    maps = MapStore() if config.search_min_seeds > 0 and config.blend_min_matches > 0 else None
+    maps = MapStore() if config.search_enabled else None
     chunk = max(1, config.backbone_batch) * 4 if model else _CHUNK
     pool = None
     try:

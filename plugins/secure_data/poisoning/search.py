@@ -136,6 +136,10 @@ class _Scanner:
 
 
 def _outliers(scores, z: float) -> tuple[set[int], float, float, Any]:
+    """Images whose best score is a robust outlier, the scores' median and scaled MAD, every image's z.
+
+    (x - median) / (1.4826 MAD); ``boxchecks.robust_z`` writes the same as 0.6745 (x - median) / MAD,
+    which differs in the fifth digit and would change the z values findings already report."""
     import numpy as np
 
     v = scores[~np.isnan(scores)]
@@ -162,7 +166,7 @@ def check_trigger_search(
     names = class_names or {}
     n_docs = len(set(docs))
     seeds = {i for i, s in enumerate(samples) if s.key in seed_keys}
-    if (config.search_min_seeds <= 0 or config.blend_min_matches <= 0 or maps is None
+    if (not config.search_enabled or maps is None
             or len(seeds) < config.search_min_seeds or n_docs < config.patch_min_images):
         return []
     loose = replace(config, blend_min_matches=config.search_min_matches, blend_popular_docs=2)
