@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             edges = verify_edges(find_duplicate_edges(samples, feats, config), pixels.load_gray, config)
             groups = duplicate_groups(len(samples), edges)
             seeds = {s.key for s in samples if not s.boxes}
-            fb, t_b = _timed(blended.check_blended_patches, samples, feats, groups, config, {}, seeds)
+            fb, t_b = _timed(blended.check_blended_patches, samples, feats, groups, config, {}, seeds,
+                             maps=pixels.search_maps(range(len(samples))))
             fr, t_r = _timed(patches.check_repeated_patches, samples, feats, groups, config, {}, seeds)
             _, t_t = _timed(check_triggers, samples, feats, groups, seeds, config, {})
             pixels.close()

@@ -112,3 +112,6 @@ def test_config_bounds():
     with pytest.raises(ValueError, match="search_enrichment_p"):
         PoisoningConfig(search_enrichment_p=0.0)
     assert PoisoningConfig.from_dict({"search_min_seeds": "0"}).search_min_seeds == 0
+    with pytest.raises(ValueError, match="blend_max_coherence"):
+        PoisoningConfig(blend_max_coherence=0.0)
+    assert PoisoningConfig.from_dict({"blend_max_coherence": "1"}).blend_max_coherence == 1.0

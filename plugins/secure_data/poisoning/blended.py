@@ -298,6 +298,23 @@ def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
 
 
+def _member_coherence(idx, regions, feats, maps, config: PoisoningConfig) -> float | None:
+    """Median structure-tensor coherence of the members' windows on their search maps (None: no maps)."""
+    from secure_data.poisoning.search import median_coherence, window_box
+
+    if maps is None or config.blend_max_coherence >= 1:
+        return None
+    windows = []
+    for i, r in zip(idx, regions, strict=True):
+        m = maps.get(i)
+        if m is None:
+            continue
+        w, h = feats[i].analysis_size
+        x, y, tw, th = window_box((r[0] * w, r[1] * h, r[2] * w, r[3] * h), m.shape[1] / w, config.block_px / 2)
+        windows.append(m[y:y + th, x:x + tw].astype("float32"))
+    return median_coherence(windows)
+
+
 def check_blended_patches(
     samples: Sequence[Sample],
     feats: Sequence[SampleFeatures],
@@ -305,7 +322,10 @@ def check_blended_patches(
     config: PoisoningConfig,
     class_names: Mapping[int, str] | None = None,
     seed_keys: set[str] | frozenset[str] = frozenset(),
+    maps: Any = None,
 ) -> list[Finding]:
+    """``maps``: the stage's search maps (``maps.get(i)``: int8 Lab map of sample ``i``, see search.py); with
+    them a pattern whose members' windows are one-dimensional (strokes, line ends at one angle) is dropped."""
     import numpy as np
 
     names = class_names or {}
@@ -345,6 +365,9 @@ def check_blended_patches(
         if sum(_object_like(r, b) for r, b in zip(regions, boxes, strict=True)) >= 0.5 * len(idx) \
                 or _fixed_place_in_boxes(regions, boxes):
             continue
+        coherent = _member_coherence(idx, regions, feats, maps, config)
+        if coherent is not None and coherent > config.blend_max_coherence:
+            continue  # lines drawn at one angle end alike in colour codes too: a stroke, not a picture
         inside = [k for k, i in enumerate(idx) if _inside_any_box(regions[k], boxes[k])]
         in_class = _inside_one_class([regions[k] for k in inside], [boxes[k] for k in inside]) \
             if len(inside) >= 0.5 * len(idx) else None
@@ -360,6 +383,7 @@ def check_blended_patches(
             "links": sum(1 for a, _ in edges if a in comp_set),
             "mean_partners": round(degree, 4),
             "position_spread": round(float(np.max(np.std(centres, axis=0))), 4),
+            "median_coherence": round(coherent, 4) if coherent is not None else None,
             "inside_a_box_fraction": round(len(inside) / len(idx), 4),
             "inside_one_class": names.get(in_class, in_class) if in_class is not None else None,
             "label_anomalous_members": sum(samples[i].key in seed_keys for i in idx),

@@ -217,6 +217,9 @@ class PoisoningConfig:
     blend_second_link: float = 0.5  # a pair agreeing at a second translation with this share of the matches: one scene
     blend_popular_docs: int = 5  # a code counts in a link only if the links it is part of span this many documents
     blend_min_partners: float = 2.0  # mean partner images per carrier of a pattern (chance links form chains)
+    # median structure-tensor coherence of the members' windows above this: strokes (line ends at one
+    # angle), not a picture (1: off; needs the search maps, computed while blend_min_matches > 0)
+    blend_max_coherence: float = 0.45
 
     # trigger search (search.py): a picture shared by flagged images (seeds), scanned for in every image
     search_min_seeds: int = 2  # seeds a confirmed group must hold (0: off)
@@ -265,6 +268,8 @@ class PoisoningConfig:
             raise ValueError("trigger search: search_min_seeds >= 0, search_min_matches >= 1, "
                              "search_max_scans >= 0, 0 < search_enrichment_p <= 1, search_z > 0, search_highpass > 0, "
                              "search_max_side >= 16")
+        if not 0 < self.blend_max_coherence <= 1:
+            raise ValueError("blend_max_coherence must be in (0, 1] (1: off)")
         self._check_backbone()
 
     def _check_backbone(self) -> None:
@@ -295,6 +300,11 @@ class PoisoningConfig:
     def search_enabled(self) -> bool:
         """The trigger search runs (its candidates come from the blended check's colour codes)."""
         return self.search_min_seeds > 0 and self.blend_min_matches > 0
+
+    @property
+    def maps_needed(self) -> bool:
+        """The image pass keeps a search map per image (the trigger search; the blended check's stroke test)."""
+        return self.blend_min_matches > 0
 
     def action(self, check: str) -> str:
         return self.policies[check]

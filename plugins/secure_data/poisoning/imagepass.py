@@ -146,7 +146,7 @@ def _one(job: tuple[str, Sample, PoisoningConfig, Mapping[int, Any], bool, bool]
                              regions=regions if template_phase else None)
     ok, png = cv2.imencode(".png", verification_gray(analysis[0]))
     smap = None
-    if config.search_enabled:
+    if config.maps_needed:
         from secure_data.poisoning.search import search_map
 
         smap = search_map(img, config, (analysis[0].shape[1], analysis[0].shape[0]))
@@ -230,7 +230,7 @@ def image_pass(
     model = _Model(config, names or {}) if config.backbone_enabled else None
     feats: list[SampleFeatures | None] = [None] * len(samples)
     grays = GrayStore()
-    maps = MapStore() if config.search_enabled else None
+    maps = MapStore() if config.maps_needed else None
     chunk = max(1, config.backbone_batch) * 4 if model else _CHUNK
     pool = None
     try:

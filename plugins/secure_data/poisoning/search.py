@@ -87,6 +87,22 @@ def coherence(t) -> float:
     return float(np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / (jxx + jyy + 1e-9))
 
 
+def window_box(region: Sequence[float], scale: float, half: float) -> tuple[int, int, int, int]:
+    """(x, y, width, height) on a search map of a region of block positions (analysis pixels: x1, y1, x2,
+    y2), widened by ``half`` (half a block) on each side; ``scale``: search-map pixels per analysis pixel."""
+    x, y = int(max(0, (region[0] - half) * scale)), int(max(0, (region[1] - half) * scale))
+    return (x, y, int(round((region[2] - region[0] + 2 * half) * scale)),
+            int(round((region[3] - region[1] + 2 * half) * scale)))
+
+
+def median_coherence(windows: Sequence[Any]) -> float | None:
+    """Median :func:`coherence` of the windows at least 4 pixels a side (None: no such window)."""
+    import numpy as np
+
+    values = [coherence(w) for w in windows if w is not None and min(w.shape[:2]) >= 4]
+    return float(np.median(values)) if values else None
+
+
 def enrichment_p(n: int, k: int, rate: float) -> float:
     """P(at least k of n images are flagged) if flags fell on images at the set's flag rate, independently
     of the picture (binomial upper tail, summed in log space: a group may hold thousands of images)."""
@@ -188,10 +204,8 @@ def check_trigger_search(
         if ma is None or mb is None:
             continue
         s = ma.shape[1] / feats[a].analysis_size[0]  # analysis pixels -> search-map pixels (one scale per set)
-        ra, rb = link["region_a"], link["region_b"]
-        ax, ay = int(max(0, (ra[0] - half) * s)), int(max(0, (ra[1] - half) * s))
-        bx, by = int(max(0, (rb[0] - half) * s)), int(max(0, (rb[1] - half) * s))
-        tw, th = int(round((ra[2] - ra[0] + 2 * half) * s)), int(round((ra[3] - ra[1] + 2 * half) * s))
+        ax, ay, tw, th = window_box(link["region_a"], s, half)
+        bx, by, _, _ = window_box(link["region_b"], s, half)
         wa, wb = scanner.window(a, (ax, ay), th, tw), scanner.window(b, (bx, by), th, tw)
         if wa is None or wb is None or min(th, tw) < 6:
             continue

@@ -194,7 +194,7 @@ def _analyse_features(
     seeds |= {s.key for s in s_ok if not s.boxes}
     patches = check_triggers(s_ok, f_ok, groups, seeds, config, names)
     patches += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
-    patches += check_blended_patches(s_ok, f_ok, groups, config, names, seeds)
+    patches += check_blended_patches(s_ok, f_ok, groups, config, names, seeds, maps=pixels.search_maps(ok))
     findings += patches
     spectral: list[Finding] = []
     if config.backbone_enabled:
