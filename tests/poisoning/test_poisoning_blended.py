@@ -67,4 +67,3 @@ def test_line_ends_at_one_angle_are_not_a_picture(tmp_path, screen):
     assert len(lax.suspects(CHECK)) >= 5
     f = next(f for f in lax.findings if f["check"] == CHECK)
     assert f["evidence"]["median_coherence"] is None  # not measured while off
-
