@@ -7,6 +7,8 @@ Before this check, no check of the stage without a model found a blended object-
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from secure_data.poisoning import PoisoningConfig
@@ -67,3 +69,20 @@ def test_line_ends_at_one_angle_are_not_a_picture(tmp_path, screen):
     assert len(lax.suspects(CHECK)) >= 5
     f = next(f for f in lax.findings if f["check"] == CHECK)
     assert f["evidence"]["median_coherence"] is None  # not measured while off
+
+
+def test_views_of_one_scene_are_one_document(tmp_path, screen):
+    """200 crops of four shipped photographs (the dahlia, the astronaut, the cat, the coffee cup: 50 crops
+    each), nothing attacked. Crops of one photograph hold its colour structure at one scale, and their
+    links formed patterns like a pasted picture's: before ``scene_documents`` ``blended_patch`` named 16
+    of them and ``trigger_search``, seeded by those, 17 (400 crops of ten photographs: 43 images, 10.8 %).
+    Pairs with ORB agreement outside the linked region are now one document."""
+    from secure_data_testkit.attacks import PHOTO_SOURCES, make_photo_dataset
+
+    keep = {"flower.jpg", "astronaut.png", "chelsea.png", "coffee.png"}
+    others = {Path(rel).name for _, rel in PHOTO_SOURCES} - keep
+    root = make_photo_dataset(tmp_path / "crops", n_train=160, n_val=40, size=224, seed=0, exclude_photos=others)
+    s = screen(root)
+    assert not s.suspects(CHECK) and not s.suspects("trigger_search"), (s.suspects(CHECK), s.suspects("trigger_search"))
+    lax = screen(root, PoisoningConfig(blend_scene_inliers=0), name="lax")  # scenes not merged: the patterns are back
+    assert len(lax.suspects(CHECK)) >= 5

@@ -115,3 +115,5 @@ def test_config_bounds():
     with pytest.raises(ValueError, match="blend_max_coherence"):
         PoisoningConfig(blend_max_coherence=0.0)
     assert PoisoningConfig.from_dict({"blend_max_coherence": "1"}).blend_max_coherence == 1.0
+    with pytest.raises(ValueError, match="blend_scene_inliers"):
+        PoisoningConfig(blend_scene_inliers=-1)

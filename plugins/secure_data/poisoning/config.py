@@ -220,6 +220,9 @@ class PoisoningConfig:
     # median structure-tensor coherence of the members' windows above this: strokes (line ends at one
     # angle), not a picture (1: off; needs the search maps, computed while blend_min_matches > 0)
     blend_max_coherence: float = 0.45
+    # ORB keypoints agreeing (one similarity) outside a linked region that make two images views of one
+    # scene: their documents merge and the blended check never links them (0: off)
+    blend_scene_inliers: int = 16
 
     # trigger search (search.py): a picture shared by flagged images (seeds), scanned for in every image
     search_min_seeds: int = 2  # seeds a confirmed group must hold (0: off)
@@ -270,6 +273,8 @@ class PoisoningConfig:
                              "search_max_side >= 16")
         if not 0 < self.blend_max_coherence <= 1:
             raise ValueError("blend_max_coherence must be in (0, 1] (1: off)")
+        if self.blend_scene_inliers < 0:
+            raise ValueError("blend_scene_inliers must be >= 0 (0: off)")
         self._check_backbone()
 
     def _check_backbone(self) -> None:

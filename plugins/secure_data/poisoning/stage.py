@@ -37,7 +37,7 @@ from secure_data.dataset.stage import (
     finish_stage,
     open_upstream,
 )
-from secure_data.poisoning.blended import check_blended_patches
+from secure_data.poisoning.blended import check_blended_patches, scene_documents
 from secure_data.poisoning.boxchecks import check_box_fits, check_box_outliers
 from secure_data.poisoning.config import FAIL, QUARANTINE, PoisoningConfig
 from secure_data.poisoning.duplicates import (
@@ -194,7 +194,9 @@ def _analyse_features(
     seeds |= {s.key for s in s_ok if not s.boxes}
     patches = check_triggers(s_ok, f_ok, groups, seeds, config, names)
     patches += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
-    patches += check_blended_patches(s_ok, f_ok, groups, config, names, seeds, maps=pixels.search_maps(ok))
+    # views of one scene are one document for the blended check (its links would join them like a pasted picture)
+    scenes = scene_documents(f_ok, groups, config, lambda i: pixels.load_gray(ok[i]))
+    patches += check_blended_patches(s_ok, f_ok, scenes, config, names, seeds, maps=pixels.search_maps(ok))
     findings += patches
     spectral: list[Finding] = []
     if config.backbone_enabled:
