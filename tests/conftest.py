@@ -7,6 +7,7 @@ so every test and every `dag.test()` runs against a throw-away AIRFLOW_HOME.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,11 @@ from secure_data_testkit.openbao import OpenBaoServer  # noqa: E402
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="secure-data-airflow-"))
 os.environ.update(airflow_env(_AIRFLOW_HOME))
+
+
+def pytest_unconfigure(config):
+    """Remove this process's throw-away AIRFLOW_HOME (each xdist worker made its own at import)."""
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
