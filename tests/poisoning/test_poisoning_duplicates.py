@@ -27,6 +27,27 @@ def test_compare_labels_counts_agreement_flips_and_missing():
     assert mirror["same"] == 2
 
 
+def test_boxes_the_other_picture_does_not_show_are_left_out_of_the_comparison():
+    import pytest
+
+    from secure_data.poisoning import PoisoningConfig
+
+    a = [(0, 0.3, 0.3, 0.2, 0.2), (1, 0.7, 0.7, 0.3, 0.1)]
+    b = [(1, 0.3, 0.3, 0.2, 0.2), (0, 0.1, 0.9, 0.1, 0.1)]
+    plain = compare_labels(a, b, mirrored=False, iou=0.5)
+    assert plain["class_changed"] == 1 and plain["only_in_first"] == 1 and plain["only_in_second"] == 1
+    # the re-classed box shows the same thing in both (0.95); the others cover what the other picture lacks
+    seen = compare_labels(a, b, mirrored=False, iou=0.5, agreement=((0.95, 0.2), (0.95, 0.1)), min_agreement=0.65)
+    assert (seen["class_changed"], seen["only_in_first"], seen["only_in_second"]) == (1, 0, 0)
+    assert (seen["unseen_in_second"], seen["unseen_in_first"]) == (1, 1) and labels_conflict(seen)
+    # a re-classed box over different content is no flip; unknown agreement (None) still counts
+    moved = compare_labels(a, b, mirrored=False, iou=0.5, agreement=((0.3, None), (0.3, 0.1)), min_agreement=0.65)
+    assert moved["class_changed"] == 0 and moved["only_in_first"] == 1 and moved["unseen_in_second"] == 1
+    with pytest.raises(ValueError, match="dup_box_min_agreement"):
+        PoisoningConfig(dup_box_min_agreement=1.5)
+    assert PoisoningConfig.from_dict({"dup_box_min_agreement": "0"}).dup_box_min_agreement == 0.0
+
+
 def test_map_boxes_through_identity_and_mirror():
     box = [(0, 0.25, 0.5, 0.1, 0.2)]
     assert np.allclose(map_boxes(box, (1, 0, 0, 0, 1, 0))[0][1:], box[0][1:])

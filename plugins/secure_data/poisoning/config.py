@@ -142,6 +142,11 @@ class PoisoningConfig:
     leak_min_similarity: float = 0.5  # copies seen at 0.67-0.93, unrelated images' 99.9th percentile 0.70-0.77
     leak_min_overlap: float = 0.7  # a 5 %-per-side crop keeps 0.81
     box_match_iou: float = 0.5  # boxes of two near-duplicates are "the same box" above this IoU
+    # ... and a box counts in that comparison only where the other picture shows the same thing under it:
+    # best normalised correlation of the box region within 4 px after verification's transform (copies:
+    # 0.75-1.0, a 5 %-per-side crop the lowest; overlapping crops of one photograph with different objects
+    # drawn: <= 0.56). 0: every box counts.
+    dup_box_min_agreement: float = 0.65
 
     # per-class robust box statistics
     outlier_z: float = 6.0  # modified z-score (0.6745 * |x - median| / MAD)
@@ -255,6 +260,8 @@ class PoisoningConfig:
             raise ValueError("leak_neighbours must be in 0..16")
         if not -1.0 <= self.presence_phantom_max_fit <= 1.0:
             raise ValueError("presence_phantom_max_fit must be in -1..1")
+        if not 0.0 <= self.dup_box_min_agreement <= 1.0:
+            raise ValueError("dup_box_min_agreement must be in 0..1 (0: every box counts)")
         if not -1.0 <= self.leak_min_similarity <= 1.0 or not 0.0 <= self.leak_min_overlap <= 1.0:
             raise ValueError("leak_min_similarity must be in -1..1 and leak_min_overlap in 0..1")
         if self.block_px < 4 or self.block_px % 2:

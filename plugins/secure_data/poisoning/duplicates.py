@@ -13,7 +13,11 @@
 
 Duplicates are joined into groups (union-find). Inside a group the labels of every
 linked pair are compared box by box (IoU matching, mirrored if the pair is a
-mirror image). Three findings come out of it:
+mirror image). A box counts in that comparison only where the other picture shows
+the same thing under it (``box_agreement``: after carrying one image onto the other,
+the box region's best normalised correlation within a few pixels): two overlapping
+crops of one photograph with different objects drawn on them share the background,
+not the boxes, and are not a copy with changed labels. Three findings come out of it:
 
 * ``duplicate_label_conflict``: the same picture with different labels, the
   signature of a label-flip attack. The side whose boxes also fail the content
@@ -50,6 +54,9 @@ class DupEdge:
     proposal: str = "phash"  # what proposed the pair: "phash" (within the radius) | "layout" (nearest neighbour)
     similarity: float | None = None  # cosine of the layout vectors (layout proposals)
     overlap: float | None = None  # share of each frame the other covers after verification (layout proposals)
+    # per box of a, then per box of b: does the other picture show the same thing there (box_agreement; None
+    # where it cannot tell: a box outside the other frame, too small, flat). None: not measured.
+    agreement: tuple[tuple[float | None, ...], tuple[float | None, ...]] | None = None
 
 
 class _UnionFind:
@@ -523,6 +530,86 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
     return kept
 
 
+# ---------------------------------------------------------------- what the two pictures share under each box
+
+_AGREEMENT_RADIUS = 4  # px at verification resolution: a mirror's half pixel, ORB's scale error on a 5 % crop
+_AGREEMENT_MIN_COVER = 0.9  # share of a box the other frame must cover to be judged at all
+
+
+def _identity_or_mirror(mirrored: bool) -> tuple[float, ...]:
+    return (-1.0, 0.0, 1.0, 0.0, 1.0, 0.0) if mirrored else (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def box_agreement(
+    gray_a, gray_b, boxes_a: Sequence[BoxTuple], boxes_b: Sequence[BoxTuple], *,
+    transform: Sequence[float] | None, mirrored: bool,
+) -> tuple[tuple[float | None, ...], tuple[float | None, ...]]:
+    """For each box of a, then of b (carried onto a): does the other picture show the same thing there?
+
+    b is warped onto a's frame by the verified transform (b -> a, normalised; the plain or mirrored
+    frame where there is none); each box's region of a is then correlated (zero-mean, normalised) with
+    the warped b within ``_AGREEMENT_RADIUS`` pixels, and the best value is kept. A copy agrees under
+    every box whatever its labels say (measured 0.75-1.0 for resized, cropped, re-encoded, mirrored and
+    colour-shifted copies); two views of one background with different objects drawn on them do not
+    (0.56 and lower). None where it cannot be told: the box is under 4 px, less than 90 % inside the
+    other frame, or flat.
+    """
+    import math
+
+    import cv2
+    import numpy as np
+
+    if gray_a is None or gray_b is None:
+        return (None,) * len(boxes_a), (None,) * len(boxes_b)
+    ga, gb = verification_gray(gray_a), verification_gray(gray_b)
+    ha, wa = ga.shape[:2]
+    hb, wb = gb.shape[:2]
+    t = tuple(transform) if transform is not None else _identity_or_mirror(mirrored)
+    m = np.float32([[t[0] * wa / wb, t[1] * wa / hb, t[2] * wa], [t[3] * ha / wb, t[4] * ha / hb, t[5] * ha]])
+    moved = cv2.warpAffine(gb.astype(np.float32), m, (wa, ha), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    cover = cv2.warpAffine(np.ones((hb, wb), np.uint8), m, (wa, ha), flags=cv2.INTER_NEAREST, borderValue=0)
+    a32 = ga.astype(np.float32)
+    r = _AGREEMENT_RADIUS
+
+    def one(box: BoxTuple) -> float | None:
+        _, cx, cy, w, h = box
+        x0, x1 = max(0, math.floor((cx - w / 2) * wa)), min(wa, math.ceil((cx + w / 2) * wa))
+        y0, y1 = max(0, math.floor((cy - h / 2) * ha)), min(ha, math.ceil((cy + h / 2) * ha))
+        if x1 - x0 < 4 or y1 - y0 < 4 or cover[y0:y1, x0:x1].mean() < _AGREEMENT_MIN_COVER:
+            return None
+        template = a32[y0:y1, x0:x1]
+        if float(template.std()) < 1.0:
+            return None
+        window = moved[max(0, y0 - r):min(ha, y1 + r), max(0, x0 - r):min(wa, x1 + r)]
+        scores = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)  # a flat window gives no number
+        best = float(np.nan_to_num(scores, nan=-1.0, posinf=-1.0, neginf=-1.0).max())
+        return round(min(1.0, max(-1.0, best)), 3)
+
+    return tuple(one(b) for b in boxes_a), tuple(one(b) for b in map_boxes(boxes_b, t))
+
+
+def with_box_agreement(edges: Sequence[DupEdge], samples: Sequence[Sample],
+                       load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
+    """``edges`` with :func:`box_agreement` measured for every verified near pair that has boxes.
+
+    Exact copies (same bytes) agree by definition and are left unmeasured; so is everything when
+    ``dup_box_min_agreement`` is 0 (every box then counts, as before the measurement existed).
+    """
+    if config.dup_box_min_agreement <= 0:
+        return list(edges)
+    out = []
+    for e in edges:
+        sa, sb = samples[e.a], samples[e.b]
+        if e.kind == "exact" or not (sa.boxes or sb.boxes):
+            out.append(e)
+            continue
+        agreement = box_agreement(load_gray(e.a), load_gray(e.b), sa.boxes, sb.boxes,
+                                  transform=e.transform, mirrored=e.mirrored)
+        out.append(replace(e, agreement=agreement))
+    return out
+
+
 # ---------------------------------------------------------------- label comparison
 
 def _iou(a: BoxTuple, b: BoxTuple) -> float:
@@ -552,20 +639,30 @@ def map_boxes(boxes: Sequence[BoxTuple], transform: Sequence[float]) -> list[Box
 def compare_labels(
     boxes_a: Sequence[BoxTuple], boxes_b: Sequence[BoxTuple], *, mirrored: bool, iou: float,
     transform: Sequence[float] | None = None,
+    agreement: tuple[Sequence[float | None], Sequence[float | None]] | None = None, min_agreement: float = 0.0,
 ) -> dict:
     """Greedy IoU matching of two label sets; counts of agreeing, re-classed and unmatched boxes.
 
-    ``transform`` (b -> a, from verification) wins over ``mirrored`` when given.
+    ``transform`` (b -> a, from verification) wins over ``mirrored`` when given. With ``agreement``
+    (:func:`box_agreement`), a box whose region the other picture does not show (agreement below
+    ``min_agreement``) is left out of the matching: it is counted in ``unseen_in_second`` (a box of a)
+    or ``unseen_in_first`` (a box of b), never as a changed or missing label.
     """
     if transform is not None:
         boxes_b = map_boxes(boxes_b, transform)
     elif mirrored:
         boxes_b = [(c, 1.0 - cx, cy, w, h) for c, cx, cy, w, h in boxes_b]
+    unseen_a: set[int] = set()
+    unseen_b: set[int] = set()
+    if agreement is not None and min_agreement > 0:
+        unseen_a = {i for i, v in enumerate(agreement[0]) if v is not None and v < min_agreement}
+        unseen_b = {j for j, v in enumerate(agreement[1]) if v is not None and v < min_agreement}
     pairs = sorted(
-        ((_iou(a, b), i, j) for i, a in enumerate(boxes_a) for j, b in enumerate(boxes_b)), reverse=True
+        ((_iou(a, b), i, j) for i, a in enumerate(boxes_a) for j, b in enumerate(boxes_b)
+         if i not in unseen_a and j not in unseen_b), reverse=True
     )
-    used_a: set[int] = set()
-    used_b: set[int] = set()
+    used_a: set[int] = set(unseen_a)
+    used_b: set[int] = set(unseen_b)
     same = changed = 0
     class_changes = []
     for score, i, j in pairs:
@@ -586,6 +683,8 @@ def compare_labels(
         "class_changes": sorted(class_changes),
         "only_in_first": len(boxes_a) - len(used_a),
         "only_in_second": len(boxes_b) - len(used_b),
+        "unseen_in_second": len(unseen_a),
+        "unseen_in_first": len(unseen_b),
     }
 
 
@@ -600,11 +699,25 @@ def _later(samples: Sequence[Sample], e: DupEdge) -> int:
     return e.a if ra > rb else e.b
 
 
+def _compare(sa: Sample, sb: Sample, e: DupEdge, config: PoisoningConfig) -> dict:
+    return compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou, transform=e.transform,
+                          agreement=e.agreement, min_agreement=config.dup_box_min_agreement)
+
+
 def _shared_background_only(sa: Sample, sb: Sample, e: DupEdge, config: PoisoningConfig) -> bool:
-    if e.proposal != "layout" or not sa.boxes or not sb.boxes:
+    """Two views of one background with different objects on it, not a copy.
+
+    A layout proposal (beyond the pHash radius) whose labelled boxes have nothing in common; or any
+    verified near pair (pHash 0 aside: never dropped) where every box, of either image, covers
+    something the other picture does not show.
+    """
+    if not sa.boxes and not sb.boxes:
         return False
-    cmp = compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou, transform=e.transform)
-    return cmp["same"] == 0 and cmp["class_changed"] == 0
+    cmp = _compare(sa, sb, e, config)
+    if e.proposal == "layout" and sa.boxes and sb.boxes and cmp["same"] == 0 and cmp["class_changed"] == 0:
+        return True
+    unseen = cmp["unseen_in_first"] + cmp["unseen_in_second"]
+    return e.kind == "near" and e.distance > 0 and unseen == len(sa.boxes) + len(sb.boxes)
 
 def check_duplicates(
     samples: Sequence[Sample],
@@ -619,7 +732,9 @@ def check_duplicates(
     A pair only the layout nearest-neighbour search proposed (beyond the pHash radius) that verified
     geometrically but whose labelled boxes have nothing in common is two views of one background with
     different objects on it (what overlapping crops of one photograph look like), not a copy: dropped;
-    so is a layout pair whose later-split image already has a verified pHash pair.
+    so is any verified near pair (pHash 0 aside) whose every box covers something the other picture does
+    not show (``DupEdge.agreement``), and a layout pair whose later-split image already has a verified
+    pHash pair.
     """
     # an image with a verified pHash pair is judged on it: a second, layout-only neighbour adds nothing to
     # its findings and only risks naming a look-alike (one object at the same place on a flat background)
@@ -641,12 +756,13 @@ def check_duplicates(
         conflict_edges = []
         for e in group_edges:
             sa, sb = samples[e.a], samples[e.b]
-            cmp = compare_labels(sa.boxes, sb.boxes, mirrored=e.mirrored, iou=config.box_match_iou,
-                                 transform=e.transform)
+            cmp = _compare(sa, sb, e, config)
             doc = {
                 "first": sa.key, "second": sb.key, "kind": e.kind, "hamming": e.distance,
                 "mirrored": e.mirrored, "verified_inliers": e.inliers, "labels": cmp,
                 **({"verified_correlation": e.correlation} if e.correlation is not None else {}),
+                **({"box_agreement": {"first": list(e.agreement[0]), "second": list(e.agreement[1])}}
+                   if e.agreement is not None else {}),
                 **({"proposed_by": "layout nearest neighbour", "layout_cosine": e.similarity,
                     "frame_overlap": e.overlap} if e.proposal == "layout" else {}),
             }

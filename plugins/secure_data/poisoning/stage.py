@@ -45,6 +45,7 @@ from secure_data.poisoning.duplicates import (
     duplicate_groups,
     find_duplicate_edges,
     verify_edges,
+    with_box_agreement,
 )
 from secure_data.poisoning.features import SampleFeatures
 from secure_data.poisoning.findings import Finding, make_finding, plain, write_findings
@@ -185,6 +186,7 @@ def _analyse_features(
             content_flags[key] = content_flags.get(key, 0) + 1
 
     edges = verify_edges(find_duplicate_edges(s_ok, f_ok, config), lambda i: pixels.load_gray(ok[i]), config)
+    edges = with_box_agreement(edges, s_ok, lambda i: pixels.load_gray(ok[i]), config)
     groups = duplicate_groups(len(s_ok), edges)
     dups = check_duplicates(s_ok, f_ok, edges, groups, content_flags, config)
     findings += dups
