@@ -45,6 +45,24 @@ def test_blended_global_misclassification_at_5_percent_is_found(scenes, tmp_path
     assert found <= quarantined
 
 
+def test_blended_object_disappearance_over_faces_is_found_at_5_percent_without_a_model(scenes, tmp_path, screen):
+    """ART puts the see-through logo inside the face box it removes: over the eyes or the mouth of two of
+    the ten carriers here. On a Lab map where L* weighs as much as a*, b*, those faces' dark features
+    outweigh the logo (z about 1, clean images up to 2.5) and no check names the two; with L* at
+    ``search_luma_weight`` (the logo's colour survives a face, its lightness does not) they stand out."""
+    ds = inject_art_attack(scenes, tmp_path / "oda", attack="baddet_oda", rate=0.05, trigger="blended",
+                           trigger_picture="logo", trigger_px=12, seed=0)
+    assert len(ds.poisoned) == 10
+    s = screen(ds.root)
+    named = s.suspects()
+    assert named == ds.poisoned, f"missed {sorted(ds.poisoned - named)}, clean named {sorted(named - ds.poisoned)}"
+    others = {k for f in s.findings if f["check"] != CHECK for k in f["suspects"]}
+    assert ds.poisoned - others, "the carriers under faces are the search's to find"
+    # the map that weighs lightness like colour (the code before) misses them: the test can fail
+    flat = screen(ds.root, PoisoningConfig(search_luma_weight=1.0, search_highpass=6.0), name="flat")
+    assert len(flat.suspects() & ds.poisoned) <= 8
+
+
 def test_seeds_on_clean_photographs_grow_nothing(tmp_path):
     """Crops of ten photographs share scenes at many places (a dahlia's petals, Grace Hopper's glasses,
     the astronaut's mission patch recur at z > 6); clean images posing as seeds, up to a third of the
@@ -74,7 +92,7 @@ def test_seeds_on_clean_photographs_grow_nothing(tmp_path):
             assert check_trigger_search(samples, feats, groups, seeds, maps, config) == []
         # without the enrichment test the shared scenes are reported: the test above can fail
         lax = PoisoningConfig(search_enrichment_p=1.0)
-        assert check_trigger_search(samples, feats, groups, {s.key for s in samples[::3]}, maps, lax)
+        assert check_trigger_search(samples, feats, groups, {s.key for s in samples[::8]}, maps, lax)
         off = PoisoningConfig(search_min_seeds=0)
         assert check_trigger_search(samples, feats, groups, seeds, maps, off) == []
     finally:
@@ -117,3 +135,20 @@ def test_config_bounds():
     assert PoisoningConfig.from_dict({"blend_max_coherence": "1"}).blend_max_coherence == 1.0
     with pytest.raises(ValueError, match="blend_scene_inliers"):
         PoisoningConfig(blend_scene_inliers=-1)
+    with pytest.raises(ValueError, match="search_luma_weight"):
+        PoisoningConfig(search_luma_weight=1.5)
+    assert PoisoningConfig.from_dict({"search_luma_weight": "0"}).search_luma_weight == 0.0
+
+
+def test_search_map_weighs_lightness_down():
+    import numpy as np
+
+    from secure_data.poisoning.search import search_map
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    full = search_map(img, PoisoningConfig(search_luma_weight=1.0), (64, 64)).astype(float)
+    quarter = search_map(img, PoisoningConfig(search_luma_weight=0.25), (64, 64)).astype(float)
+    assert np.abs(quarter[..., 1:] - full[..., 1:]).max() == 0  # colour untouched
+    ratio = np.abs(quarter[..., 0]).sum() / np.abs(full[..., 0]).sum()
+    assert 0.2 < ratio < 0.3

@@ -238,7 +238,10 @@ class PoisoningConfig:
     # the group's flagged images must be this unlikely at the set's flag rate (binomial tail): a trigger is
     # where the flags are; a shared scene or texture holds flagged images only by chance
     search_enrichment_p: float = 1e-3
-    search_highpass: float = 6.0  # Gaussian sigma (search-map pixels) of the low frequencies removed
+    search_highpass: float = 4.0  # Gaussian sigma (search-map pixels) of the low frequencies removed
+    # weight of L* against a*, b* on the search map: a see-through picture's colour survives the object or
+    # texture under it, its lightness mixes with theirs (0: colour only)
+    search_luma_weight: float = 0.25
     search_max_side: int = 256  # search maps (int8 Lab, in a temporary file) are at most this many pixels a side
 
     workers: int = 1  # processes for per-sample feature extraction (1: in-process)
@@ -274,10 +277,11 @@ class PoisoningConfig:
             raise ValueError("workers must be >= 1")
         if self.search_min_seeds < 0 or self.search_min_matches < 1 or self.search_max_scans < 0 \
                 or not 0 < self.search_enrichment_p <= 1 \
-                or self.search_z <= 0 or self.search_highpass <= 0 or self.search_max_side < 16:
+                or self.search_z <= 0 or self.search_highpass <= 0 or self.search_max_side < 16 \
+                or not 0 <= self.search_luma_weight <= 1:
             raise ValueError("trigger search: search_min_seeds >= 0, search_min_matches >= 1, "
                              "search_max_scans >= 0, 0 < search_enrichment_p <= 1, search_z > 0, search_highpass > 0, "
-                             "search_max_side >= 16")
+                             "search_max_side >= 16, 0 <= search_luma_weight <= 1")
         if not 0 < self.blend_max_coherence <= 1:
             raise ValueError("blend_max_coherence must be in (0, 1] (1: off)")
         if self.blend_scene_inliers < 0:
