@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", nargs="*", default=["generated", "photos"], choices=("generated", "photos"))
     ap.add_argument("--photo-size", type=int, default=224)
     ap.add_argument("--art-attacks", nargs="*", default=None, help="default: all four BadDet attacks")
-    ap.add_argument("--triggers", nargs="*", default=["patch", "blended"])
+    ap.add_argument("--triggers", nargs="*", default=["patch", "blended"],
+                    choices=("patch", "blended", "blended_grey"),
+                    help="outside suite: patch = opaque two-colour checkerboard, blended = scikit-image's logo at "
+                         "alpha 0.5, blended_grey = that logo in grey levels (no colour for the colour codes)")
     ap.add_argument("--transforms", nargs="*", default=None, help="copy transforms (default: all)")
     ap.add_argument("--copy-attacks", nargs="*", default=["label_flip", "split_leak"])
     ap.add_argument("--peers", nargs="*", default=["cleanvision", "cleanlab"], choices=("cleanvision", "cleanlab"))

@@ -29,6 +29,7 @@ from poison_attacks import measure, screen
 from secure_data.poisoning import PoisoningConfig
 from secure_data_testkit.attacks import (
     ART_ATTACKS,
+    BENCH_TRIGGERS,
     COPY_TRANSFORMS,
     inject_art_attack,
     inject_attack,
@@ -106,9 +107,9 @@ def run_outside(args, argv) -> int:
             for family, attack, variant, rate in jobs:
                 tag = f"{source}-{attack}-{variant}-{rate}"
                 if family == "art":
-                    ds = inject_art_attack(clean, tmp / tag, attack=attack, rate=rate, trigger=variant,
-                                           trigger_picture="checker" if variant == "patch" else "logo",
-                                           trigger_px=px, seed=args.seed)
+                    kind, picture = BENCH_TRIGGERS[variant]
+                    ds = inject_art_attack(clean, tmp / tag, attack=attack, rate=rate, trigger=kind,
+                                           trigger_picture=picture, trigger_px=px, seed=args.seed)
                 else:
                     ds = inject_attack(clean, tmp / tag, attack=attack, rate=rate, seed=args.seed,
                                        copy_kinds=(variant,), crop_max=0.05)

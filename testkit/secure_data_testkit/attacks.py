@@ -343,6 +343,9 @@ def integrity_like_manifest(root: str | os.PathLike, out_dir: str | os.PathLike)
 ART_ATTACKS = ("baddet_oga", "baddet_rma", "baddet_gma", "baddet_oda")
 # kind -> (trigger side as a multiple of trigger_px, ART insert_image blend factor)
 TRIGGER_KINDS = {"patch": (1.0, 1.0), "blended": (1.5, 0.5)}
+# the trigger picture each kind gets in the benchmarks: a two-colour checkerboard stamped opaque, the
+# scikit-image logo blended, and the same logo without its colour (lightness only) blended
+BENCH_TRIGGERS = {"patch": ("patch", "checker"), "blended": ("blended", "logo"), "blended_grey": ("blended", "logo_grey")}
 # Copy transforms an attacker uses to hide a copy from exact / pHash matching.
 COPY_TRANSFORMS = ("resize", "crop", "reencode", "flip", "colour", "shift_mix")
 
@@ -455,12 +458,13 @@ def make_photo_dataset(root: str | os.PathLike, *, n_train: int = 480, n_val: in
 
 def trigger_image(path: str | os.PathLike, kind: str = "logo", seed: int = 0) -> Path:
     """Write a trigger picture (RGBA PNG) for ART's ``insert_image``: ``logo`` is scikit-image's logo
-    (shipped in its wheel), ``checker`` a seeded two-colour 4x4 checkerboard."""
+    (shipped in its wheel), ``logo_grey`` the same in grey levels, ``checker`` a seeded two-colour 4x4
+    checkerboard."""
     import cv2
     import numpy as np
 
     path = Path(path)
-    if kind == "logo":
+    if kind in ("logo", "logo_grey"):
         import importlib.util
 
         spec = importlib.util.find_spec("skimage")
@@ -471,6 +475,8 @@ def trigger_image(path: str | os.PathLike, kind: str = "logo", seed: int = 0) ->
         if img.shape[2] == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
         img[..., 3] = 255  # opaque: a patch, not a cut-out
+        if kind == "logo_grey":
+            img[..., :3] = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)[..., None]
     elif kind == "checker":
         rng = np.random.default_rng(seed + 104729)
         a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)

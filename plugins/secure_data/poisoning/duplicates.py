@@ -378,6 +378,11 @@ def _thumb(gray, mirrored: bool = False):
     return np.ascontiguousarray(t[:, ::-1]) if mirrored else t
 
 
+def shift_transform(mirrored: bool, tx: float = 0.0, ty: float = 0.0) -> tuple[float, ...]:
+    """The b -> a normalised affine of a shift by (tx, ty) of the plain or mirrored b."""
+    return (-1.0, 0.0, 1.0 + tx, 0.0, 1.0, ty) if mirrored else (1.0, 0.0, tx, 0.0, 1.0, ty)
+
+
 def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[float, ...] | None]:
     """Zero-mean normalised correlation of 64x64 thumbnails after the best translation (phase
     correlation), and the b -> a normalised transform it implies.
@@ -401,9 +406,7 @@ def thumbnail_match(gray_a, gray_b, *, mirrored: bool) -> tuple[float, tuple[flo
     a, b = a - a.mean(), b - b.mean()
     denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
     score = float((a * b).sum() / denom) if denom > 1e-6 else 0.0
-    tx, ty = dx / _THUMB, dy / _THUMB
-    transform = (-1.0, 0.0, 1.0 + tx, 0.0, 1.0, ty) if mirrored else (1.0, 0.0, tx, 0.0, 1.0, ty)
-    return score, tuple(round(float(v), 5) for v in transform)
+    return score, tuple(round(float(v), 5) for v in shift_transform(mirrored, dx / _THUMB, dy / _THUMB))
 
 
 def transform_match(gray_a, gray_b, transform: Sequence[float]) -> float:
@@ -459,12 +462,8 @@ def verification_gray(gray):
     return gray
 
 
-def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
-    """Keep exact edges; keep a pHash edge if the two images verify geometrically (ORB + RANSAC) or,
-    where ORB finds too little texture or only half the inliers, if their thumbnails also correlate after
-    a small shift. A pair at
-    pHash distance 0 is never dropped (its verification is recorded, whatever it found)."""
-
+def _verification_grays(load_gray: Callable[[int], Any]) -> Callable[[int], Any]:
+    """``load_gray`` at verification resolution, each image read once (an image may be in many pairs)."""
     cache: dict[int, Any] = {}
 
     def gray(i: int):
@@ -473,6 +472,16 @@ def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], conf
             cache[i] = None if g is None else verification_gray(g)
         return cache[i]
 
+    return gray
+
+
+def verify_edges(edges: Sequence[DupEdge], load_gray: Callable[[int], Any], config: PoisoningConfig) -> list[DupEdge]:
+    """Keep exact edges; keep a pHash edge if the two images verify geometrically (ORB + RANSAC) or,
+    where ORB finds too little texture or only half the inliers, if their thumbnails also correlate after
+    a small shift. A pair at
+    pHash distance 0 is never dropped (its verification is recorded, whatever it found)."""
+
+    gray = _verification_grays(load_gray)
     n_corners: dict[int, int] = {}
 
     def corners(i: int, g) -> int:
@@ -536,10 +545,6 @@ _AGREEMENT_RADIUS = 4  # px at verification resolution: a mirror's half pixel, O
 _AGREEMENT_MIN_COVER = 0.9  # share of a box the other frame must cover to be judged at all
 
 
-def _identity_or_mirror(mirrored: bool) -> tuple[float, ...]:
-    return (-1.0, 0.0, 1.0, 0.0, 1.0, 0.0) if mirrored else (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-
-
 def box_agreement(
     gray_a, gray_b, boxes_a: Sequence[BoxTuple], boxes_b: Sequence[BoxTuple], *,
     transform: Sequence[float] | None, mirrored: bool,
@@ -564,7 +569,7 @@ def box_agreement(
     ga, gb = verification_gray(gray_a), verification_gray(gray_b)
     ha, wa = ga.shape[:2]
     hb, wb = gb.shape[:2]
-    t = tuple(transform) if transform is not None else _identity_or_mirror(mirrored)
+    t = tuple(transform) if transform is not None else shift_transform(mirrored)
     m = np.float32([[t[0] * wa / wb, t[1] * wa / hb, t[2] * wa], [t[3] * ha / wb, t[4] * ha / hb, t[5] * ha]])
     moved = cv2.warpAffine(gb.astype(np.float32), m, (wa, ha), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
@@ -598,13 +603,14 @@ def with_box_agreement(edges: Sequence[DupEdge], samples: Sequence[Sample],
     """
     if config.dup_box_min_agreement <= 0:
         return list(edges)
+    gray = _verification_grays(load_gray)
     out = []
     for e in edges:
         sa, sb = samples[e.a], samples[e.b]
         if e.kind == "exact" or not (sa.boxes or sb.boxes):
             out.append(e)
             continue
-        agreement = box_agreement(load_gray(e.a), load_gray(e.b), sa.boxes, sb.boxes,
+        agreement = box_agreement(gray(e.a), gray(e.b), sa.boxes, sb.boxes,
                                   transform=e.transform, mirrored=e.mirrored)
         out.append(replace(e, agreement=agreement))
     return out
@@ -704,7 +710,7 @@ def _compare(sa: Sample, sb: Sample, e: DupEdge, config: PoisoningConfig) -> dic
                           agreement=e.agreement, min_agreement=config.dup_box_min_agreement)
 
 
-def _shared_background_only(sa: Sample, sb: Sample, e: DupEdge, config: PoisoningConfig) -> bool:
+def _shared_background_only(sa: Sample, sb: Sample, e: DupEdge, cmp: Mapping) -> bool:
     """Two views of one background with different objects on it, not a copy.
 
     A layout proposal (beyond the pHash radius) whose labelled boxes have nothing in common; or any
@@ -713,7 +719,6 @@ def _shared_background_only(sa: Sample, sb: Sample, e: DupEdge, config: Poisonin
     """
     if not sa.boxes and not sb.boxes:
         return False
-    cmp = _compare(sa, sb, e, config)
     if e.proposal == "layout" and sa.boxes and sb.boxes and cmp["same"] == 0 and cmp["class_changed"] == 0:
         return True
     unseen = cmp["unseen_in_first"] + cmp["unseen_in_second"]
@@ -739,24 +744,24 @@ def check_duplicates(
     # an image with a verified pHash pair is judged on it: a second, layout-only neighbour adds nothing to
     # its findings and only risks naming a look-alike (one object at the same place on a flat background)
     hashed = {i for e in edges if e.proposal != "layout" for i in (e.a, e.b)}
-    kept = [e for e in edges if not _shared_background_only(samples[e.a], samples[e.b], e, config)
+    compared = [(e, _compare(samples[e.a], samples[e.b], e, config)) for e in edges]
+    kept = [(e, cmp) for e, cmp in compared if not _shared_background_only(samples[e.a], samples[e.b], e, cmp)
             and not (e.proposal == "layout" and _later(samples, e) in hashed)]
     if len(kept) != len(edges):
-        edges, groups = kept, duplicate_groups(len(samples), kept)
-    by_group: dict[int, list[DupEdge]] = {}
-    for e in edges:
-        by_group.setdefault(groups[e.a], []).append(e)
+        groups = duplicate_groups(len(samples), [e for e, _ in kept])
+    by_group: dict[int, list[tuple[DupEdge, dict]]] = {}
+    for e, cmp in kept:
+        by_group.setdefault(groups[e.a], []).append((e, cmp))
     findings: list[Finding] = []
     for root in sorted(by_group):
         group_edges = by_group[root]
-        members = sorted({e.a for e in group_edges} | {e.b for e in group_edges})
+        members = sorted({e.a for e, _ in group_edges} | {e.b for e, _ in group_edges})
         keys = [samples[i].key for i in members]
         edge_docs = []
         conflict_suspects: set[str] = set()
         conflict_edges = []
-        for e in group_edges:
+        for e, cmp in group_edges:
             sa, sb = samples[e.a], samples[e.b]
-            cmp = _compare(sa, sb, e, config)
             doc = {
                 "first": sa.key, "second": sb.key, "kind": e.kind, "hamming": e.distance,
                 "mirrored": e.mirrored, "verified_inliers": e.inliers, "labels": cmp,
