@@ -39,6 +39,8 @@ def test_blended_global_misclassification_at_5_percent_is_found(scenes, tmp_path
     assert f["evidence"]["seeds_in_group"] >= PoisoningConfig().search_min_seeds
     unseeded = [o for o in occ.values() if not o["seed"]]
     assert unseeded and all(o["z"] > PoisoningConfig().search_z for o in occ.values())
+    # an image only the search names stands out by the stricter margin
+    assert all(o["z"] > PoisoningConfig().search_z_alone for o in unseeded)
     assert all(t["seeds_by_chance_p"] <= PoisoningConfig().search_enrichment_p for t in f["evidence"]["templates"])
     assert all(0 <= o["region"][0] < o["region"][2] <= 1 for o in occ.values())
     quarantined = {r.sample for r in s.manifest.records if r.status == "quarantined"}
@@ -135,6 +137,8 @@ def test_config_bounds():
     assert PoisoningConfig.from_dict({"blend_max_coherence": "1"}).blend_max_coherence == 1.0
     with pytest.raises(ValueError, match="blend_scene_inliers"):
         PoisoningConfig(blend_scene_inliers=-1)
+    with pytest.raises(ValueError, match="search_z_alone"):
+        PoisoningConfig(search_z=6.0, search_z_alone=5.0)
     with pytest.raises(ValueError, match="search_luma_weight"):
         PoisoningConfig(search_luma_weight=1.5)
     assert PoisoningConfig.from_dict({"search_luma_weight": "0"}).search_luma_weight == 0.0

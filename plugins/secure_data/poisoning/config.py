@@ -234,6 +234,8 @@ class PoisoningConfig:
     search_min_matches: int = 4  # colour codes at one translation that make a seed's link a candidate
     search_max_scans: int = 24  # scans of the whole set at most (each is linear in the images)
     search_z: float = 6.0  # robust z of a template's best score in an image, over all images
+    # the z an image no other check names must reach to be named on the search's evidence alone (>= search_z)
+    search_z_alone: float = 8.0
     search_max_coherence: float = 0.45  # structure-tensor coherence above this: a stroke or an edge, not a picture
     # the group's flagged images must be this unlikely at the set's flag rate (binomial tail): a trigger is
     # where the flags are; a shared scene or texture holds flagged images only by chance
@@ -278,10 +280,10 @@ class PoisoningConfig:
         if self.search_min_seeds < 0 or self.search_min_matches < 1 or self.search_max_scans < 0 \
                 or not 0 < self.search_enrichment_p <= 1 \
                 or self.search_z <= 0 or self.search_highpass <= 0 or self.search_max_side < 16 \
-                or not 0 <= self.search_luma_weight <= 1:
+                or not 0 <= self.search_luma_weight <= 1 or self.search_z_alone < self.search_z:
             raise ValueError("trigger search: search_min_seeds >= 0, search_min_matches >= 1, "
                              "search_max_scans >= 0, 0 < search_enrichment_p <= 1, search_z > 0, search_highpass > 0, "
-                             "search_max_side >= 16, 0 <= search_luma_weight <= 1")
+                             "search_max_side >= 16, 0 <= search_luma_weight <= 1, search_z_alone >= search_z")
         if not 0 < self.blend_max_coherence <= 1:
             raise ValueError("blend_max_coherence must be in (0, 1] (1: off)")
         if self.blend_scene_inliers < 0:

@@ -21,7 +21,10 @@ that also sits, unflagged, in other images:
    per image: linear in the number of images per candidate). The images whose best score is a robust
    outlier (``(s - median) / (1.4826 MAD) > search_z``), the two the template came from left out, make
    a new template (their mean: the background averages away, the picture stays), and the whole set is
-   scanned again; its outliers, now the two included, are the group.
+   scanned again; its outliers, now the two included, are the group. An image no other check names
+   joins it only above ``search_z_alone`` (8): named on this evidence alone, it needs a clearer margin
+   (chance matches of clean scenes reach z 6.1-7.6 on the own-generator sets; carriers only the search
+   finds, 8.6 and up).
 4. **Confirmed** when the group spans at least ``patch_min_images`` unrelated documents (duplicate
    groups) and at most ``patch_max_image_fraction`` of them; the mean of its windows (the template's
    two images left out) is itself two-dimensional; fewer than half of its matches sit inside a
@@ -243,6 +246,8 @@ def check_trigger_search(
         # an unflagged image matched inside one of its labelled boxes shows that object's look (a face's
         # eyes under a trigger laid on faces); a trigger inside a labelled box is the label checks' case
         group -= boxed - seeds
+        # an image no other check names is named on this z alone: a stricter bar than the group's
+        group = {j for j in group if j in seeds or zs[j] > config.search_z_alone}
         member_docs = {docs[j] for j in group}
         if len(member_docs) < config.patch_min_images or len(member_docs) > config.patch_max_image_fraction * n_docs:
             continue
@@ -283,6 +288,7 @@ def _findings(samples, groups, seeds, config, names, n_docs) -> list[Finding]:
                           for g in comp],
             "seed_rate": round(len(seeds) / len(samples), 4),
             "z_threshold": config.search_z,
+            "z_threshold_alone": config.search_z_alone,
             "documents": n_docs,
             "labels_with_picture": _label_profile([samples[j] for j in idx], names),
             "labels_without_picture": _label_profile(rest, names),
