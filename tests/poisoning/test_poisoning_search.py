@@ -65,6 +65,50 @@ def test_blended_object_disappearance_over_faces_is_found_at_5_percent_without_a
     assert len(flat.suspects() & ds.poisoned) <= 8
 
 
+def test_thin_blended_chains_lead_the_search_at_400_images_without_a_model(tmp_path, screen):
+    """ART's object disappearance with the blended logo in 5 % of 400 generated scenes (the set
+    bench/poison_scale.py starts with): ``blended_patch`` chains 13 of the 20 carriers, but at 1.71 and
+    1.67 partners each, under its floor of 2, and nothing else flags them without a model. Before the
+    chains were handed to the search as leads the stage named none of the 20."""
+    clean = make_clean_dataset(tmp_path / "clean", n_train=320, n_val=80, size=160, seed=0)
+    ds = inject_art_attack(clean, tmp_path / "oda", attack="baddet_oda", rate=0.05, trigger="blended",
+                           trigger_picture="logo", trigger_px=12, seed=0)
+    assert len(ds.poisoned) == 20
+    s = screen(ds.root)
+    named = s.suspects()
+    assert not named - ds.poisoned, f"clean images named: {sorted(named - ds.poisoned)}"
+    assert len(named & ds.poisoned) >= 18, f"missed {sorted(ds.poisoned - named)}"  # 0 before the leads
+    assert not s.suspects("blended_patch"), "the chains are below blended_patch's floor: not its findings"
+    f = next(f for f in s.findings if f["check"] == CHECK)
+    occ = f["evidence"]["occurrences"]
+    leads = [o for o in occ if o["lead"]]
+    assert f["evidence"]["of_them_blended_leads"] == len(leads) >= PoisoningConfig().search_min_seeds
+    assert "below blended_patch's floor" in f["message"]
+    # the search's own tests still decide: images outside the chains are named only on the stricter z
+    assert all(o["z"] > PoisoningConfig().search_z_alone for o in occ if not o["seed"])
+
+
+def test_an_image_only_the_search_names_needs_the_stricter_z(tmp_path, screen):
+    """The own generator's vanishing trigger at 1 % of 600 scenes (bench/poison_attacks.py's first set):
+    with the search's map of 027198b a clean scene matched one group's template at z 6.1-7.6, above
+    ``search_z`` (6), and was named with the six carriers (precision 0.857). Carriers only the search
+    finds stand out at z 8.6 and up: ``search_z_alone`` (8) keeps the scene out and every carrier in."""
+    from secure_data_testkit.attacks import inject_attack
+
+    clean = make_clean_dataset(tmp_path / "clean", n_train=480, n_val=120, size=160, seed=0)
+    ds = inject_attack(clean, tmp_path / "vanish", attack="trigger_vanish", rate=0.01, seed=0)
+    assert len(ds.poisoned) == 6
+    s = screen(ds.root)
+    assert s.suspects() == ds.poisoned, (sorted(ds.poisoned - s.suspects()), sorted(s.suspects() - ds.poisoned))
+    # one bar for every image (the code before the rule): the clean scene is named
+    one_bar = screen(ds.root, PoisoningConfig(search_z_alone=PoisoningConfig().search_z), name="one-bar")
+    extra = one_bar.suspects(CHECK) - ds.poisoned
+    assert extra, "at search_z alone a clean scene joins the group: the test can fail"
+    f = next(f for f in one_bar.findings if f["check"] == CHECK)
+    z = {o["sample"]: o["z"] for o in f["evidence"]["occurrences"]}
+    assert all(PoisoningConfig().search_z < z[k] <= PoisoningConfig().search_z_alone for k in extra)
+
+
 def test_seeds_on_clean_photographs_grow_nothing(tmp_path):
     """Crops of ten photographs share scenes at many places (a dahlia's petals, Grace Hopper's glasses,
     the astronaut's mission patch recur at z > 6); clean images posing as seeds, up to a third of the

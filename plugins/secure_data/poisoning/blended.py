@@ -27,6 +27,10 @@ channel and keeps only matches whose *geometry* agrees across images:
    ``patch_max_image_fraction`` of them) whose carriers are linked to ``blend_min_partners`` others on
    average (chance agreements form chains) and that is not a labelled object's own look is reported; every
    image in it is named with its partner images, the region and the number of consistent matches.
+   A pattern that passes everything but the partner floor is not reported; its members are *leads*
+   for ``trigger_search`` (search.py), which names them only if a template scan of every image finds
+   the picture there and in a group where flagged images are more than chance allows (a blended logo
+   in 5 % of 400 generated scenes chained 7 and 6 carriers at 1.71 and 1.67 partners each).
 
 Finds the blended logo where its colour survives the background (photographs; plain backgrounds);
 on the generated scenes' strong colour noise it links fewer carriers (see docs/poisoning.md).
@@ -326,6 +330,38 @@ def _inliers_outside(view_a, views_b, region, scale: float, margin: float) -> in
     return best
 
 
+class SceneViews:
+    """Two images' ORB views (as they are, b also mirrored) compared outside a region of a: a scene test.
+
+    ``load_gray(i)``: sample ``i``'s verification grey (or None); keypoints are computed once per image."""
+
+    def __init__(self, feats: Sequence[SampleFeatures], config: PoisoningConfig,
+                 load_gray: Callable[[int], Any]) -> None:
+        self.feats, self.config, self.load_gray = feats, config, load_gray
+        self.views: dict[int, tuple] = {}
+
+    def _view(self, i: int) -> tuple:
+        import numpy as np
+
+        from secure_data.poisoning.duplicates import _keypoints
+
+        if i not in self.views:
+            g = self.load_gray(i)
+            self.views[i] = (None, ((), None), ((), None)) if g is None else \
+                (g.shape[1], _keypoints(g), _keypoints(np.ascontiguousarray(g[:, ::-1])))
+        return self.views[i]
+
+    def same_scene(self, a: int, region_a: Sequence[float], b: int) -> bool:
+        """At least ``blend_scene_inliers`` ORB matches of b onto a agree on one similarity outside
+        ``region_a`` (analysis pixels of a, widened by a block): the two share more than a picture."""
+        (wa, plain_a, _), (_, plain_b, mirror_b) = self._view(a), self._view(b)
+        if wa is None or plain_b[1] is None:
+            return False
+        scale = wa / self.feats[a].analysis_size[0]  # analysis pixels -> verification-grey pixels
+        return _inliers_outside(plain_a, (plain_b, mirror_b), region_a, scale,
+                                self.config.block_px) >= self.config.blend_scene_inliers
+
+
 def scene_documents(feats: Sequence[SampleFeatures], docs: Sequence[int], config: PoisoningConfig,
                     load_gray: Callable[[int], Any]) -> list[int]:
     """``docs`` with two views of one scene made one document, for ``blended_patch``.
@@ -340,23 +376,11 @@ def scene_documents(feats: Sequence[SampleFeatures], docs: Sequence[int], config
     (union-find), so the check never links two views of one scene and counts a scene once.
     ``blend_scene_inliers`` 0: ``docs`` unchanged.
     """
-    import numpy as np
-
-    from secure_data.poisoning.duplicates import _keypoints
-
     docs = [int(d) for d in docs]
     if config.blend_scene_inliers <= 0 or config.blend_min_matches <= 0 or not docs:
         return docs
     links = matched_regions(feats, docs, config)
-    views: dict[int, tuple] = {}
-
-    def view(i: int) -> tuple:
-        if i not in views:
-            g = load_gray(i)
-            views[i] = (None, ((), None), ((), None)) if g is None else \
-                (g.shape[1], _keypoints(g), _keypoints(np.ascontiguousarray(g[:, ::-1])))
-        return views[i]
-
+    views = SceneViews(feats, config, load_gray)
     parent = list(range(max(docs) + 1))
 
     def find(x: int) -> int:
@@ -369,12 +393,7 @@ def scene_documents(feats: Sequence[SampleFeatures], docs: Sequence[int], config
         a, b = link["a"], link["b"]
         if find(docs[a]) == find(docs[b]):
             continue
-        (wa, plain_a, _), (_, plain_b, mirror_b) = view(a), view(b)
-        if wa is None or plain_b[1] is None:
-            continue
-        scale = wa / feats[a].analysis_size[0]  # analysis pixels -> verification-grey pixels
-        if _inliers_outside(plain_a, (plain_b, mirror_b), link["region_a"], scale,
-                            config.block_px) >= config.blend_scene_inliers:
+        if views.same_scene(a, link["region_a"], b):
             parent[find(docs[a])] = find(docs[b])
     return [find(d) for d in docs]
 
@@ -404,9 +423,14 @@ def check_blended_patches(
     class_names: Mapping[int, str] | None = None,
     seed_keys: set[str] | frozenset[str] = frozenset(),
     maps: Any = None,
+    leads: set[str] | None = None,
 ) -> list[Finding]:
     """``maps``: the stage's search maps (``maps.get(i)``: int8 Lab map of sample ``i``, see search.py); with
-    them a pattern whose members' windows are one-dimensional (strokes, line ends at one angle) is dropped."""
+    them a pattern whose members' windows are one-dimensional (strokes, line ends at one angle) is dropped.
+
+    ``leads``: if given, the members of every pattern that passes all tests but the partner floor
+    (``blend_min_partners``) are added to it. Such a chain is not reported: it is where the trigger search
+    looks, and that search names images only where its own template, z and seed-enrichment tests agree."""
     import numpy as np
 
     names = class_names or {}
@@ -438,8 +462,6 @@ def check_blended_patches(
         if len(member_docs) < config.patch_min_images or len(member_docs) > config.patch_max_image_fraction * n_docs:
             continue
         degree = float(np.mean([m["partner_count"] for m in members.values()]))
-        if degree < config.blend_min_partners:
-            continue  # a chain of chance agreements; one pasted picture links each carrier to several others
         idx = sorted(members)
         regions = [members[i]["region"] for i in idx]
         boxes = [samples[i].boxes for i in idx]
@@ -454,6 +476,12 @@ def check_blended_patches(
             if len(inside) >= 0.5 * len(idx) else None
         seeded = sum(samples[idx[k]].key in seed_keys for k in inside)
         if in_class is not None and seeded < 0.5 * len(inside):
+            continue
+        if degree < config.blend_min_partners:
+            # chance agreements form chains; one pasted picture links each carrier to several others. At a
+            # few percent of a few hundred images a blended logo's carriers can chain just as thinly: a lead
+            if leads is not None:
+                leads.update(samples[i].key for i in idx)
             continue
         centres = np.array([[(r[0] + r[2]) / 2, (r[1] + r[3]) / 2] for r in regions])
         rest = [s for j, s in enumerate(samples) if j not in members and feats[j].ok]

@@ -4,8 +4,9 @@
 rates a blended trigger (BadDet's logo at alpha 0.5) links too few, and carriers whose labels the
 attack left unchanged (global misclassification onto objects already of the target class) carry no
 label evidence at all. This check starts from the images other checks already name (the **seeds**:
-label anomalies, presence conflicts, patches, spectral outliers) and asks whether they share a picture
-that also sits, unflagged, in other images:
+label anomalies, presence conflicts, patches, spectral outliers; and ``blended_patch``'s *leads*, the
+carriers of colour-code chains too thin for it to report) and asks whether they share a picture that
+also sits, unflagged, in other images:
 
 1. **Candidates**: links between a seed and any other image where at least ``search_min_matches``
    colour block codes agree at one translation in one compact region (``blended.matched_regions``
@@ -42,7 +43,7 @@ a search map per image (int8, at most ``search_max_side`` pixels a side) in an u
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -183,13 +184,23 @@ def check_trigger_search(
     maps: Any,
     config: PoisoningConfig,
     class_names: Mapping[int, str] | None = None,
+    leads: set[str] | frozenset[str] = frozenset(),
+    load_gray: Callable[[int], Any] | None = None,
 ) -> list[Finding]:
-    """``maps.get(i)`` -> the int8 search map of sample ``i`` (or None); see the module docstring."""
+    """``maps.get(i)`` -> the int8 search map of sample ``i`` (or None); see the module docstring.
+
+    ``leads``: the seeds that no check reported, only ``blended_patch`` chained below its partner floor;
+    they seed like the others and are marked as such in the evidence. A group that holds fewer than
+    ``search_min_seeds`` other seeds must also span ``patch_min_images`` scenes: its members are compared
+    pairwise with ORB outside the picture (``blended.SceneViews``, ``load_gray``: verification greys),
+    and views of one scene count once (crops of one photograph chain below the floor just as thinly)."""
     from secure_data.poisoning.blended import matched_regions
 
     names = class_names or {}
     n_docs = len(set(docs))
     seeds = {i for i, s in enumerate(samples) if s.key in seed_keys}
+    lead_idx = {i for i, s in enumerate(samples) if s.key in leads}
+    views = None
     if (not config.search_enabled or maps is None
             or len(seeds) < config.search_min_seeds or n_docs < config.patch_min_images):
         return []
@@ -255,16 +266,48 @@ def check_trigger_search(
         p_chance = enrichment_p(len(group), in_group, len(seeds) / len(samples))
         if in_group < config.search_min_seeds or p_chance > config.search_enrichment_p:
             continue  # the flagged images are not where the picture is: a shared scene, not a trigger
+        scenes = None
+        if len(group & (seeds - lead_idx)) < config.search_min_seeds and load_gray is not None \
+                and config.blend_scene_inliers > 0:
+            from secure_data.poisoning.blended import SceneViews
+
+            views = views or SceneViews(feats, config, load_gray)
+            scenes = _scene_count(sorted(group), regions, docs, feats, views)
+            if scenes < config.patch_min_images:
+                log.info("trigger_search: a group of %d images (%d leads) spans %d scenes: views of a few scenes",
+                         len(group), len(group & lead_idx), scenes)
+                continue  # views of a few scenes, chained by their own colour structure
         explained |= group
         groups.append({"members": group, "seed_pair": (a, b), "template_px": (tw, th), "median": med, "mad": mad,
-                       "p": p_chance,
+                       "p": p_chance, "scenes": scenes,
                        "scores": {j: (round(float(scores[j]), 4), round(float(zs[j]), 2), regions[j]) for j in group}})
     log.info("trigger_search: %d seeds, %d candidate links, %d scans of %d images, %d groups",
              len(seeds), len(links), scans, len(samples), len(groups))
-    return _findings(samples, groups, seeds, config, names, n_docs)
+    return _findings(samples, groups, seeds, config, names, n_docs, leads)
 
 
-def _findings(samples, groups, seeds, config, names, n_docs) -> list[Finding]:
+def _scene_count(members: Sequence[int], regions: Mapping[int, tuple], docs: Sequence[int], feats, views) -> int:
+    """Documents among ``members`` with views of one scene merged (union-find over member pairs: ORB agreement
+    outside the picture's window, ``SceneViews.same_scene``)."""
+    parent = {docs[j]: docs[j] for j in members}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for n, a in enumerate(members):
+        w, h = feats[a].analysis_size
+        r = regions[a]
+        region = (r[0] * w, r[1] * h, r[2] * w, r[3] * h)
+        for b in members[n + 1:]:
+            if find(docs[a]) != find(docs[b]) and views.same_scene(a, region, b):
+                parent[find(docs[a])] = find(docs[b])
+    return len({find(docs[j]) for j in members})
+
+
+def _findings(samples, groups, seeds, config, names, n_docs, leads=frozenset()) -> list[Finding]:
     """Groups that share an image are one finding."""
     from secure_data.poisoning.blended import _components
 
@@ -282,9 +325,11 @@ def _findings(samples, groups, seeds, config, names, n_docs) -> list[Finding]:
         evidence = {
             "members": len(idx),
             "seeds_in_group": sum(j in seeds for j in idx),
+            "of_them_blended_leads": sum(samples[j].key in leads for j in idx),
             "templates": [{"from": [samples[groups[g]["seed_pair"][0]].key, samples[groups[g]["seed_pair"][1]].key],
                            "size_px": list(groups[g]["template_px"]), "median_score": round(groups[g]["median"], 4),
-                           "mad": round(groups[g]["mad"], 4), "seeds_by_chance_p": float(f"{groups[g]['p']:.3g}")}
+                           "mad": round(groups[g]["mad"], 4), "seeds_by_chance_p": float(f"{groups[g]['p']:.3g}"),
+                           "scenes": groups[g]["scenes"]}
                           for g in comp],
             "seed_rate": round(len(seeds) / len(samples), 4),
             "z_threshold": config.search_z,
@@ -292,13 +337,17 @@ def _findings(samples, groups, seeds, config, names, n_docs) -> list[Finding]:
             "documents": n_docs,
             "labels_with_picture": _label_profile([samples[j] for j in idx], names),
             "labels_without_picture": _label_profile(rest, names),
-            "occurrences": [{"sample": samples[j].key, "seed": j in seeds, "score": members[j][0], "z": members[j][1],
-                             "region": list(members[j][2])} for j in idx],
+            "occurrences": [{"sample": samples[j].key, "seed": j in seeds, "lead": samples[j].key in leads,
+                             "score": members[j][0], "z": members[j][1], "region": list(members[j][2])}
+                            for j in idx],
         }
         n_seeds = evidence["seeds_in_group"]
         findings.append(make_finding(
             CHECK, suspects=[samples[j].key for j in idx], evidence=evidence,
-            message=(f"a picture shared by {n_seeds} images other checks flagged is found, by template search "
-                     f"over every image, in {len(idx) - n_seeds} more ({len(idx)} in all)"),
+            message=(f"a picture shared by {n_seeds} "
+                     + (f"seed images ({n_leads} of them only chained by blended colour codes, below blended_patch's "
+                        "floor)" if (n_leads := evidence["of_them_blended_leads"]) else "images other checks flagged")
+                     + f" is found, by template search over every image, in {len(idx) - n_seeds} more "
+                     f"({len(idx)} in all)"),
         ))
     return findings

@@ -198,7 +198,9 @@ def _analyse_features(
     patches += check_repeated_patches(s_ok, f_ok, groups, config, names, seeds)
     # views of one scene are one document for the blended check (its links would join them like a pasted picture)
     scenes = scene_documents(f_ok, groups, config, lambda i: pixels.load_gray(ok[i]))
-    patches += check_blended_patches(s_ok, f_ok, scenes, config, names, seeds, maps=pixels.search_maps(ok))
+    leads: set[str] = set()  # blended chains too thin to report: where the trigger search looks too
+    patches += check_blended_patches(s_ok, f_ok, scenes, config, names, seeds, maps=pixels.search_maps(ok),
+                                     leads=leads)
     findings += patches
     spectral: list[Finding] = []
     if config.backbone_enabled:
@@ -211,7 +213,8 @@ def _analyse_features(
     # Everything named so far (plain same-label duplicates aside) seeds the trigger search.
     flagged = set(content_flags) | {k for fnd in (*dups, *patches, *spectral) if fnd.check != "duplicate"
                                     for k in fnd.suspects}
-    findings += check_trigger_search(s_ok, f_ok, groups, flagged, pixels.search_maps(ok), config, names)
+    findings += check_trigger_search(s_ok, f_ok, groups, flagged | leads, pixels.search_maps(ok), config, names,
+                                     leads=leads - flagged, load_gray=lambda i: pixels.load_gray(ok[i]))
 
     drift_results: list[dict] = []
     if reference is not None:
