@@ -397,3 +397,22 @@ def test_two_crops_of_one_photograph_with_different_objects_are_not_a_flipped_co
     unmeasured = with_box_agreement([replace(e, agreement=None) for e in edges], samples, grays.get, lax)
     assert all(e.agreement is None for e in unmeasured)
     assert ("duplicate_label_conflict", "train/b") in named(lax, unmeasured)
+
+
+def test_mirrored_relabelled_copies_do_not_make_other_faces_a_trigger(tmp_path, screen):
+    """Label-flip copies mirrored (10 % of 200 generated scenes, the outside suite's `label_flip` / `flip`
+    row): the mirrored faces, labelled as plates, make their own block codes enriched among the flagged
+    images, and ``trigger_patch`` named 9 clean images whose faces share 5 or 6 of those codes (precision
+    0.69). An unflagged image matched inside one of its labelled objects now needs a patch's density."""
+    from secure_data_testkit.attacks import inject_attack
+
+    clean = make_clean_dataset(tmp_path / "clean", n_train=160, n_val=40, size=160, seed=0)
+    ds = inject_attack(clean, tmp_path / "flip", attack="label_flip", rate=0.1, seed=0, copy_kinds=("flip",),
+                       crop_max=0.05)
+    assert len(ds.poisoned) == 20
+    s = screen(ds.root)
+    assert s.suspects() == ds.poisoned, (sorted(ds.poisoned - s.suspects()), sorted(s.suspects() - ds.poisoned))
+    bar = PoisoningConfig().trigger_min_median_hits
+    for f in s.findings:
+        if f["check"] == "trigger_patch":  # what it still reports: flagged images, or dense matches
+            assert all(o["seed"] or o["hits"] >= bar for o in f["evidence"]["occurrences"])

@@ -200,3 +200,31 @@ def test_search_map_weighs_lightness_down():
     assert np.abs(quarter[..., 1:] - full[..., 1:]).max() == 0  # colour untouched
     ratio = np.abs(quarter[..., 0]).sum() / np.abs(full[..., 0]).sum()
     assert 0.2 < ratio < 0.3
+
+
+def test_global_misclassification_over_an_object_of_the_target_class_is_named(tmp_path, screen):
+    """ART's GMA with the blended logo in 5 % of 480 generated scenes (the issue's set size): GMA lays the
+    logo anywhere, here partly over a plate, and relabels every box to plate, so that carrier keeps its
+    labels and no check but the search sees it. The search scored it z 12.4, but left out every unflagged
+    image matched inside a labelled box (meant for a face's look under a logo laid on faces): 22 of 24.
+    Since ``search_z_alone`` such an image needs z > 8 like any other, and is named."""
+    clean = make_clean_dataset(tmp_path / "clean", n_train=384, n_val=96, size=160, seed=0)
+    ds = inject_art_attack(clean, tmp_path / "gma", attack="baddet_gma", rate=0.05, trigger="blended",
+                           trigger_picture="logo", trigger_px=12, seed=0)
+    assert len(ds.poisoned) == 24
+    s = screen(ds.root)
+    named = s.suspects()
+    assert not named - ds.poisoned, f"clean images named: {sorted(named - ds.poisoned)}"
+    assert len(named & ds.poisoned) >= 23, f"missed {sorted(ds.poisoned - named)}"  # 22 before
+    f = next(f for f in s.findings if f["check"] == CHECK)
+    boxed = [o for o in f["evidence"]["occurrences"] if not o["seed"] and o["z"] > PoisoningConfig().search_z_alone
+             and any(abs((o["region"][0] + o["region"][2]) / 2 - float(b[1])) <= float(b[3]) / 2
+                     and abs((o["region"][1] + o["region"][3]) / 2 - float(b[2])) <= float(b[4]) / 2
+                     for b in _boxes(ds.root, o["sample"]))]
+    assert boxed, "the carrier whose logo lies over a labelled object is named on the search's evidence"
+
+
+def _boxes(root, key):
+    split, stem = key.split("/")
+    path = root / "labels" / split / f"{stem}.txt"
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]

@@ -25,11 +25,12 @@ also sits, unflagged, in other images:
    scanned again; its outliers, now the two included, are the group. An image no other check names
    joins it only above ``search_z_alone`` (8): named on this evidence alone, it needs a clearer margin
    (chance matches of clean scenes reach z 6.1-7.6 on the own-generator sets; carriers only the search
-   finds, 8.6 and up).
+   finds, 8.6 and up there; on 480 generated scenes one of 24 GMA carriers scored 8.0 and is missed),
+   inside a labelled box or not (GMA lays its trigger over objects already of its target class too).
 4. **Confirmed** when the group spans at least ``patch_min_images`` unrelated documents (duplicate
    groups) and at most ``patch_max_image_fraction`` of them; the mean of its windows (the template's
    two images left out) is itself two-dimensional; fewer than half of its matches sit inside a
-   labelled box (an object's own look), and unflagged images matched inside one are left out; and it holds at least ``search_min_seeds`` seeds, more than
+   labelled box (an object's own look); and it holds at least ``search_min_seeds`` seeds, more than
    chance allows: at the set's flag rate, that many flagged images among the group's would happen with
    probability at most ``search_enrichment_p`` (binomial tail). A trigger is where the flags are; two
    crops of one photograph, a texture or an object's part recur just as well but hold flagged images
@@ -254,10 +255,9 @@ def check_trigger_search(
         boxed = {j for j in group if _inside_any_box(regions[j], samples[j].boxes)}
         if len(boxed) >= 0.5 * len(group):
             continue  # the recurring picture is an object's own look
-        # an unflagged image matched inside one of its labelled boxes shows that object's look (a face's
-        # eyes under a trigger laid on faces); a trigger inside a labelled box is the label checks' case
-        group -= boxed - seeds
-        # an image no other check names is named on this z alone: a stricter bar than the group's
+        # an image no other check names is named on this z alone: a stricter bar than the group's. Inside a
+        # labelled box too: global misclassification lays its trigger anywhere, over an object already
+        # of the target class as well (an object's look matching the picture stays below this bar)
         group = {j for j in group if j in seeds or zs[j] > config.search_z_alone}
         member_docs = {docs[j] for j in group}
         if len(member_docs) < config.patch_min_images or len(member_docs) > config.patch_max_image_fraction * n_docs:

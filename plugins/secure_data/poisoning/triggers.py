@@ -196,7 +196,12 @@ def check_triggers(
             # gives a median of 12+); a handful of codes is a recurring object part.
             continue
         bar = max(config.trigger_min_hits, math.ceil(config.trigger_hit_fraction * typical))
-        members = {i: m for i, m in members.items() if m["hits"] >= bar}
+        # an unflagged image matched inside one of its labelled objects needs a patch's density: a handful
+        # of codes there is that object's look (faces copied mirrored and re-labelled make their own
+        # codes enriched among the flagged images; other faces then share 5 or 6 of them)
+        members = {i: m for i, m in members.items() if m["hits"] >= bar and (
+            i in seed_idx or m["hits"] >= config.trigger_min_median_hits
+            or not _inside_any_box(m["region"], samples[i].boxes))}
         member_docs = {docs[i] for i in members}
         if len(member_docs) < config.trigger_min_support:
             continue
