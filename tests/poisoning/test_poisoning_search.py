@@ -70,13 +70,9 @@ def test_thin_blended_chains_lead_the_search_at_400_images_without_a_model(tmp_p
     bench/poison_scale.py starts with): ``blended_patch`` chains 13 of the 20 carriers, but at 1.71 and
     1.67 partners each, under its floor of 2, and nothing else flags them without a model. Before the
     chains were handed to the search as leads the stage named none of the 20."""
-    clean = make_clean_dataset(tmp_path / "clean", n_train=320, n_val=80, size=160, seed=0)
-    ds = inject_art_attack(clean, tmp_path / "oda", attack="baddet_oda", rate=0.05, trigger="blended",
-                           trigger_picture="logo", trigger_px=12, seed=0)
+    ds, s = _blended_logo_at_5_percent(tmp_path, screen, "baddet_oda", 400)
     assert len(ds.poisoned) == 20
-    s = screen(ds.root)
     named = s.suspects()
-    assert not named - ds.poisoned, f"clean images named: {sorted(named - ds.poisoned)}"
     assert len(named & ds.poisoned) >= 18, f"missed {sorted(ds.poisoned - named)}"  # 0 before the leads
     assert not s.suspects("blended_patch"), "the chains are below blended_patch's floor: not its findings"
     f = next(f for f in s.findings if f["check"] == CHECK)
@@ -208,13 +204,9 @@ def test_global_misclassification_over_an_object_of_the_target_class_is_named(tm
     labels and no check but the search sees it. The search scored it z 12.4, but left out every unflagged
     image matched inside a labelled box (meant for a face's look under a logo laid on faces): 22 of 24.
     Since ``search_z_alone`` such an image needs z > 8 like any other, and is named."""
-    clean = make_clean_dataset(tmp_path / "clean", n_train=384, n_val=96, size=160, seed=0)
-    ds = inject_art_attack(clean, tmp_path / "gma", attack="baddet_gma", rate=0.05, trigger="blended",
-                           trigger_picture="logo", trigger_px=12, seed=0)
+    ds, s = _blended_logo_at_5_percent(tmp_path, screen, "baddet_gma", 480)
     assert len(ds.poisoned) == 24
-    s = screen(ds.root)
     named = s.suspects()
-    assert not named - ds.poisoned, f"clean images named: {sorted(named - ds.poisoned)}"
     assert len(named & ds.poisoned) >= 23, f"missed {sorted(ds.poisoned - named)}"  # 22 before
     f = next(f for f in s.findings if f["check"] == CHECK)
     boxed = [o for o in f["evidence"]["occurrences"] if not o["seed"] and o["z"] > PoisoningConfig().search_z_alone
@@ -222,6 +214,17 @@ def test_global_misclassification_over_an_object_of_the_target_class_is_named(tm
                      and abs((o["region"][1] + o["region"][3]) / 2 - float(b[2])) <= float(b[4]) / 2
                      for b in _boxes(ds.root, o["sample"]))]
     assert boxed, "the carrier whose logo lies over a labelled object is named on the search's evidence"
+
+
+def _blended_logo_at_5_percent(tmp_path, screen, attack: str, n: int):
+    """An ART BadDet attack with the blended logo in 5 % of ``n`` generated scenes (seed 0), screened
+    without a model; no clean image may be named."""
+    clean = make_clean_dataset(tmp_path / "clean", n_train=n * 4 // 5, n_val=n // 5, size=160, seed=0)
+    ds = inject_art_attack(clean, tmp_path / attack, attack=attack, rate=0.05, trigger="blended",
+                           trigger_picture="logo", trigger_px=12, seed=0)
+    s = screen(ds.root)
+    assert not s.suspects() - ds.poisoned, f"clean images named: {sorted(s.suspects() - ds.poisoned)}"
+    return ds, s
 
 
 def _boxes(root, key):
